@@ -108,7 +108,7 @@ def mulaw_encode(pcm: np.ndarray) -> np.ndarray:
     """ITU-T G.711 mu-law encode int16 samples -> uint8 codes (the classic Sun g711.c algorithm).
 
     The 16-bit sample is reduced to 14 bits as G.711 specifies, biased by 0x84, and the segment is found
-    from the position of the highest set bit; the code is stored inverted.
+    from the position of the highest set bit; the code is stored with its magnitude bits inverted.
     """
     x = pcm.astype(np.int32) >> 2  # 14-bit linear
     sign = np.where(x < 0, 0x00, 0x80)
@@ -117,7 +117,7 @@ def mulaw_encode(pcm: np.ndarray) -> np.ndarray:
     for i, edge in enumerate((0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)):
         seg = np.where((mag > edge) & (seg == i), i + 1, seg)
     mant = (mag >> (seg + 1)) & 0x0F
-    return (~(sign | (seg << 4) | mant) & 0xFF).astype(np.uint8)
+    return ((sign | (seg << 4) | mant) ^ 0x7F).astype(np.uint8)  # positive: all bits inverted
 
 
 def mulaw_decode(codes: np.ndarray) -> np.ndarray:
