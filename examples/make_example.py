@@ -112,7 +112,9 @@ def mulaw_encode(pcm: np.ndarray) -> np.ndarray:
     """
     x = pcm.astype(np.int32) >> 2  # 14-bit linear
     sign = np.where(x < 0, 0x00, 0x80)
-    mag = np.minimum(np.where(x < 0, -x, x), 8159) + 0x21  # clip 8159 (=32635>>2), bias 33 (=0x84>>2)
+    # Clip at 8158 (g711.c clips at 8159 and maps the overflow segment to code 0x7F, which is what
+    # 8158 + bias = 0x1FFF yields too), bias 33 (=0x84>>2).
+    mag = np.minimum(np.where(x < 0, -x, x), 8158) + 0x21
     seg = np.zeros_like(mag)
     for i, edge in enumerate((0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)):
         seg = np.where((mag > edge) & (seg == i), i + 1, seg)
