@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import MalformedInput, Reason
+from .errors import MalformedInput, Reason, UsageError
 
 __all__ = [
     "COMPACT_FORMS",
@@ -491,11 +491,14 @@ class SipStreamFramer:
 
     def __init__(self, max_bytes: int = 1 << 20) -> None:
         if max_bytes < 64:
-            from .errors import UsageError
-
             raise UsageError("SipStreamFramer: max_bytes must be at least 64")
         self.max_bytes = max_bytes
         self._buf = bytearray()
+        # Cache for the message at the front of the buffer: its total length once its header
+        # section is complete, and how far we already looked for the header end (avoids O(n^2)
+        # rescans when data arrives a byte at a time).
+        self._total: int | None = None
+        self._scanned = 0
 
     @property
     def buffered(self) -> int:
@@ -512,70 +515,86 @@ class SipStreamFramer:
 
     def _drop_to_next_start(self, search_from: int) -> int:
         buf = self._buf
+        self._total = None
+        self._scanned = 0
         m = _START_AT_LINE.search(buf, search_from)
         if m is not None:
             cut = m.start(1)
         else:
-            # Keep the tail after the last line end: it may be the start of a start line.
+            # Keep the tail after the last line end: it may be the beginning of a start line.
             last_nl = buf.rfind(b"\n")
-            cut = len(buf) if last_nl < 0 and len(buf) > self.MAX_START_LINE else max(last_nl + 1, 0)
-            if cut < search_from:
-                cut = len(buf) if last_nl < 0 else search_from
+            cut = last_nl + 1 if last_nl >= 0 else len(buf)
         del buf[:cut]
         return cut
 
     def next_message(self) -> bytes | None:
         """Return one whole message's bytes, or None when more data is needed.
 
-        Raises :class:`MalformedInput` (NOT_SIP, BAD_CONTENT_LENGTH, TOO_LARGE) after resyncing.
+        Raises :class:`MalformedInput` (NOT_SIP, BAD_CONTENT_LENGTH, TOO_LARGE) after resyncing, so
+        the next call carries on with the following message.
         """
         buf = self._buf
-        # Skip CRLF keep-alives ("\r\n\r\n" ping, "\r\n" pong) and stray line ends.
-        i = 0
-        n = len(buf)
-        while i < n and buf[i] in (13, 10):
-            i += 1
-        if i:
-            del buf[:i]
-        if not buf:
-            return None
-        nl = buf.find(b"\n")
-        if nl < 0:
-            if len(buf) > self.MAX_START_LINE:
-                dropped = len(buf)
-                buf.clear()
-                raise MalformedInput(Reason.NOT_SIP, f"SIP stream: {dropped} bytes without a start line skipped")
-            return None
-        first = bytes(buf[:nl]).rstrip(b"\r")
-        if _REQUEST_LINE.fullmatch(first) is None and _STATUS_LINE.fullmatch(first) is None:
-            dropped = self._drop_to_next_start(1)
-            raise MalformedInput(Reason.NOT_SIP, f"SIP stream: {dropped} bytes of non-SIP data skipped")
-        m_end = _HEADER_END.search(buf)
-        if m_end is None:
-            if len(buf) > self.max_bytes:
+        if self._total is None:
+            # Skip CRLF keep-alives ("\r\n\r\n" ping, "\r\n" pong) and stray line ends.
+            i = 0
+            n = len(buf)
+            while i < n and buf[i] in (13, 10):
+                i += 1
+            if i:
+                del buf[:i]
+                self._scanned = 0
+            if not buf:
+                return None
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) > self.MAX_START_LINE:
+                    dropped = len(buf)
+                    buf.clear()
+                    raise MalformedInput(
+                        Reason.NOT_SIP, f"SIP stream: {dropped} bytes without a start line skipped"
+                    )
+                return None
+            first = bytes(buf[:nl]).rstrip(b"\r")
+            if _REQUEST_LINE.fullmatch(first) is None and _STATUS_LINE.fullmatch(first) is None:
+                dropped = self._drop_to_next_start(1)
+                raise MalformedInput(Reason.NOT_SIP, f"SIP stream: {dropped} bytes of non-SIP data skipped")
+            m_end = _HEADER_END.search(buf, max(self._scanned - 4, nl))
+            if m_end is None:
+                self._scanned = len(buf)
+                if len(buf) > self.max_bytes:
+                    self.resync()
+                    raise MalformedInput(
+                        Reason.TOO_LARGE, f"SIP stream: header section over {self.max_bytes} bytes"
+                    )
+                return None
+            if m_end.end() > self.max_bytes:
                 self.resync()
                 raise MalformedInput(Reason.TOO_LARGE, f"SIP stream: header section over {self.max_bytes} bytes")
-            return None
-        if m_end.end() > self.max_bytes:
-            self.resync()
-            raise MalformedInput(Reason.TOO_LARGE, f"SIP stream: header section over {self.max_bytes} bytes")
-        head = bytes(buf[:m_end.start()]).decode("latin-1")
-        clen = 0
-        for line in head.split("\n")[1:]:
-            name, sep, value = line.partition(":")
-            if sep and canonical_header_name(name) == "Content-Length":
-                v = value.strip()
-                if not v or len(v) > _MAX_DIGITS or not (v.isascii() and v.isdigit()):
-                    self.resync()
-                    raise MalformedInput(Reason.BAD_CONTENT_LENGTH, f"SIP stream: bad Content-Length {v[:40]!r}")
-                clen = int(v)
-                break
-        total = m_end.end() + clen
-        if total > self.max_bytes:
-            self.resync()
-            raise MalformedInput(Reason.TOO_LARGE, f"SIP stream: message of {total} bytes over {self.max_bytes}")
+            head = bytes(buf[:m_end.start()]).decode("latin-1")
+            clen = 0
+            for line in head.split("\n")[1:]:
+                name, sep, value = line.partition(":")
+                if sep and canonical_header_name(name) == "Content-Length":
+                    v = value.strip()
+                    if not v or len(v) > _MAX_DIGITS or not (v.isascii() and v.isdigit()):
+                        self.resync()
+                        raise MalformedInput(
+                            Reason.BAD_CONTENT_LENGTH, f"SIP stream: bad Content-Length {v[:40]!r}"
+                        )
+                    clen = int(v)
+                    break
+            total = m_end.end() + clen
+            if total > self.max_bytes:
+                self.resync()
+                raise MalformedInput(
+                    Reason.TOO_LARGE, f"SIP stream: message of {total} bytes over {self.max_bytes}"
+                )
+            self._total = total
+        total = self._total
         if len(buf) < total:
             return None
         msg = bytes(buf[:total])
         del buf[:total]
+        self._total = None
+        self._scanned = 0
         return msg
