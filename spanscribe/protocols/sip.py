@@ -343,11 +343,13 @@ def parse(data: bytes) -> SipMessage:
         raise MalformedInput(Reason.NOT_SIP, "SIP: empty message")
     m_end = _HEADER_END.search(raw)
     if m_end is None:
-        # A message may legally end right after the last header line's CRLF only if it had no
-        # body and the empty line was lost; treat it as truncated.
-        raise MalformedInput(Reason.TRUNCATED, "SIP: header section not terminated by an empty line")
-    head = raw[:m_end.start()]
-    rest = raw[m_end.end():]
+        # Some UAs (e.g. Zoiper) send datagrams that end right after the last header with no
+        # empty line. The datagram boundary ends the message, so take it as headers and no body.
+        head = raw.rstrip(b"\r\n")
+        rest = b""
+    else:
+        head = raw[:m_end.start()]
+        rest = raw[m_end.end():]
     nl = head.find(b"\n")
     first, header_bytes = (head, b"") if nl < 0 else (head[:nl], head[nl + 1:])
     first = first.rstrip(b"\r")

@@ -96,3 +96,28 @@ def datagrams(capture: Callable[[str], Path]) -> Callable[[str], list[Datagram]]
         return cache[name]
 
     return _get
+
+
+def tcp_streams(dgrams: list[Datagram]) -> dict[tuple[str, int, str, int], bytes]:
+    """Naive TCP reassembly per direction for tests: order by sequence, drop retransmitted bytes.
+
+    Gaps (lost segments) are simply concatenated over; the captures used here have none.
+    """
+    flows: dict[tuple[str, int, str, int], list[tuple[int, bytes]]] = {}
+    for d in dgrams:
+        if d.proto == "tcp" and d.payload:
+            flows.setdefault((d.src, d.sport, d.dst, d.dport), []).append((d.tcp_seq, d.payload))
+    out: dict[tuple[str, int, str, int], bytes] = {}
+    for key, segs in flows.items():
+        base = segs[0][0]
+        ordered = sorted(segs, key=lambda s: (s[0] - base) & 0xFFFFFFFF)
+        data = bytearray()
+        next_rel = 0
+        for seq, payload in ordered:
+            rel = (seq - base) & 0xFFFFFFFF
+            if rel + len(payload) <= next_rel:
+                continue  # pure retransmission
+            data += payload[max(0, next_rel - rel):]
+            next_rel = rel + len(payload)
+        out[key] = bytes(data)
+    return out

@@ -1,0 +1,5 @@
+import sys
+
+from spanscribe.cli import main
+
+sys.exit(main())

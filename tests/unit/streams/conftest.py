@@ -1,0 +1,9 @@
+"""Fixtures for the streams/core unit tests: make ``streams_helpers`` importable (importlib mode)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
