@@ -220,7 +220,7 @@ class G722Decoder(Decoder):
         out = np.empty(2 * n, dtype=np.int64)
         out[0::2] = xout1 >> 11
         out[1::2] = xout2 >> 11
-        return np.clip(out, -32768, 32767).astype(np.int16)
+        return np.minimum(np.maximum(out, -32768), 32767).astype(np.int16)
 
     def snapshot(self) -> dict[str, Any]:
         return {"low": self._low.to_dict(), "high": self._high.to_dict(), "xa": list(self._xa),
