@@ -184,3 +184,11 @@ def synth_entry(key_ip: str, key_port: int, seqs: Sequence[int], ts: Sequence[in
 def batch(streams: Sequence[dict[str, Any]], flush_ts_us: int, site: str = SITE, seq: int = 0) -> dict[str, Any]:
     return {"site": site, "edge_id": "edge1", "edge_start_us": 0, "batch_seq": seq,
             "flush_ts_us": flush_ts_us, "streams": list(streams)}
+
+
+def avro_roundtrip(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Encode with the project's Avro codec (strict schema check) and decode again."""
+    from schemas.codec import AvroCodec
+
+    c = AvroCodec(name)
+    return c.decode(c.encode(record))
