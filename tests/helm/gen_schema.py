@@ -78,6 +78,7 @@ WS_URL = r"^wss?://[A-Za-z0-9._\-\[\]:]+(:[0-9]{1,5})?(/\S*)?$"
 BOOTSTRAP = r"^[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}(,[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5})*$"
 CIDR = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9A-Fa-f:]+/[0-9]{1,3}$"
 SITE = r"^[A-Za-z0-9._-]*$"
+TIME = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?$|^[0-9]+(\.[0-9]+)?$"
 
 schema = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -90,6 +91,7 @@ schema = {
         "nameOverride": s("replaces the chart name in resource names", maxLength=40),
         "fullnameOverride": s("replaces the resource name prefix", maxLength=50),
         "commonLabels": STR_MAP,
+        "logLevel": {"enum": ["debug", "info", "warning", "error"], "description": "log level"},
         "image": IMAGE,
         "imagePullSecrets": {"type": "array", "items": obj({"name": s("secret name", minLength=1)}, ["name"])},
         "kafka": obj(
@@ -170,7 +172,7 @@ schema = {
                             "uniqueItems": True,
                         },
                         "maxSessions": i("STT sessions per worker", 1),
-                        "protocol": {"enum": ["vosk"], "description": "STT protocol"},
+                        "protocol": {"enum": ["vosk", "whisperlive"], "description": "STT protocol"},
                     }
                 ),
                 "speakers": obj(
@@ -265,6 +267,20 @@ schema = {
                 "podAnnotations": STR_MAP,
                 "priorityClassName": s("priority class"),
                 "maxUnavailable": INT_OR_PERCENT,
+            }
+        ),
+        "replay": obj(
+            {
+                "enabled": b("create the replay Job"),
+                "from": s("start time (ISO 8601 or epoch seconds)", pattern=TIME),
+                "to": s("end time (ISO 8601 or epoch seconds)", pattern=TIME),
+                "site": s("only this site", maxLength=64, pattern=SITE),
+                "callId": s("only this Call-ID"),
+                "outputPrefix": s("output topic prefix", pattern=r"^[A-Za-z0-9._-]*$"),
+                "extraArgs": ARGS,
+                "ttlSecondsAfterFinished": i("seconds"),
+                "backoffLimit": i("retries"),
+                "resources": RESOURCES,
             }
         ),
         "serviceAccount": obj(

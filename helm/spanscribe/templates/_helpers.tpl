@@ -96,9 +96,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail (printf "workers.autoscaling.minReplicas (%d) must not exceed workers.autoscaling.maxReplicas (%d)." (int $v.workers.autoscaling.minReplicas) (int $v.workers.autoscaling.maxReplicas)) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (not $v.stt.enabled) (empty $v.workers.stt.urls) -}}
-{{- fail "workers.stt.urls is empty and stt.enabled is false: give the workers at least one STT server URL (ws://host:port)." -}}
-{{- end -}}
 {{- end -}}
 {{- if $v.edge.enabled -}}
 {{- if not $v.edge.interface -}}
@@ -106,6 +103,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- if not $v.edge.site -}}
 {{- fail "edge.site is required when edge.enabled is true: the site name put into every Kafka key." -}}
+{{- end -}}
+{{- end -}}
+{{- if and (or $v.workers.enabled $v.replay.enabled) (not $v.stt.enabled) (empty $v.workers.stt.urls) -}}
+{{- fail "workers.stt.urls is empty and stt.enabled is false: give the workers at least one STT server URL (ws://host:port)." -}}
+{{- end -}}
+{{- if $v.replay.enabled -}}
+{{- if or (not $v.replay.from) (not $v.replay.to) -}}
+{{- fail "replay.enabled is true: set replay.from and replay.to (ISO 8601 or epoch seconds)." -}}
 {{- end -}}
 {{- end -}}
 {{- $t := $v.kafka.tls -}}
