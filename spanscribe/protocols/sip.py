@@ -282,6 +282,14 @@ def _find_start(first: bytes) -> tuple[int, re.Match[bytes] | None, re.Match[byt
     """Match a start line; allow junk before a known method/status line (returns junk length)."""
     m_req = _REQUEST_LINE.fullmatch(first)
     if m_req is not None:
+        method = m_req.group(1).upper()
+        if method.decode("ascii") not in _KNOWN_METHODS:
+            # Junk glued to a known method ("DBREGISTER", Zeek's sip-junk-before-request): strip
+            # it the way Wireshark does (an extension method ending in a core method name is unheard of).
+            for known in _KNOWN_METHODS:
+                if method.endswith(known.encode()):
+                    skip = len(method) - len(known)
+                    return skip, _REQUEST_LINE.fullmatch(first[skip:]), None
         return 0, m_req, None
     m_st = _STATUS_LINE.fullmatch(first)
     if m_st is not None:
