@@ -83,6 +83,7 @@ class LocalKafka:
     heap_mb: int = 512
 
     def __post_init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
         self.data_dir = Path(self.data_dir).resolve()
         if self.controller_port is None:
             self.controller_port = self.port + 1
@@ -177,6 +178,7 @@ class LocalKafka:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             out.close()
+        self._proc = proc2
         self.pid_file.write_text(f"{proc2.pid}\n")
         try:
             self._wait_ready(timeout_s, proc2)
@@ -240,6 +242,9 @@ class LocalKafka:
             log.warning("broker pid %d did not stop within %.0fs: killing it", pid, timeout_s)
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+        if self._proc is not None:  # our own child: reap it (no zombie, no ResourceWarning)
+            self._proc.wait(timeout=5)
+            self._proc = None
         return True
 
 

@@ -301,6 +301,14 @@ def _find_start(first: bytes) -> tuple[int, re.Match[bytes] | None, re.Match[byt
     return 0, None, None
 
 
+def _is_sip20_start_line(line: bytes) -> bool:
+    m = _REQUEST_LINE.fullmatch(line)
+    if m is not None:
+        return m.group(3).upper() == b"SIP/2.0"
+    m = _STATUS_LINE.fullmatch(line)
+    return m is not None and m.group(1).upper() == b"SIP/2.0"
+
+
 def looks_like_sip(data: bytes) -> bool:
     """Cheap check: does ``data`` start with a SIP request or status line?
 
@@ -565,7 +573,7 @@ class SipStreamFramer:
                     )
                 return None
             first = bytes(buf[:nl]).rstrip(b"\r")
-            if _REQUEST_LINE.fullmatch(first) is None and _STATUS_LINE.fullmatch(first) is None:
+            if not _is_sip20_start_line(first):
                 dropped = self._drop_to_next_start(1)
                 raise MalformedInput(Reason.NOT_SIP, f"SIP stream: {dropped} bytes of non-SIP data skipped")
             m_end = _HEADER_END.search(buf, max(self._scanned - 4, nl))
