@@ -229,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
     level = str(getattr(args, "log_level", "INFO") or "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # websockets logs every handshake at INFO; keep the server's own lines readable.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    quiet = max(logging.WARNING, logging.getLevelName(level))
+    logging.getLogger("websockets").setLevel(quiet)
+    logging.getLogger("faster_whisper").setLevel(quiet)  # one INFO line per decode otherwise
     try:
         asyncio.run(serve_forever(args))
     except KeyboardInterrupt:
