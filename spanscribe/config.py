@@ -103,7 +103,7 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
     for key in _INT_KEYS:
         v = settings.get(key)
         try:
-            iv = int(v)
+            iv = int(v)  # type: ignore[arg-type]  # None is caught below
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a positive integer, got {v!r}") from None
         if iv <= 0:
