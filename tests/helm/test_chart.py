@@ -586,7 +586,7 @@ def _check_librdkafka_keys(props: dict[str, str]) -> None:
             err: str | None = None
             try:
                 # A producer is configured without connecting anywhere until it has to.
-                p = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:9", key: _sample_value(key)})
+                p = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0, key: _sample_value(key)})
                 p.flush(0)
                 del p
             except confluent_kafka.KafkaException as exc:
