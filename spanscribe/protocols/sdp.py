@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 from .errors import MalformedInput, Reason
 
+# SIP/SDP linear white space only: str.strip() would also eat U+0085, U+00A0 etc. from values.
+_WS = " \t\r\n"
+
 __all__ = ["STATIC_PAYLOAD_TYPES", "RtpMap", "SdpMedia", "SessionDescription", "parse"]
 
 
@@ -106,14 +109,14 @@ class SessionDescription:
 
 
 def _int(value: str, what: str) -> int:
-    v = value.strip()
+    v = value.strip(_WS)
     if not v or len(v) > _MAX_DIGITS or not (v.isascii() and v.isdigit()):
         raise MalformedInput(Reason.BAD_SDP, f"SDP: bad {what} {v[:40]!r}")
     return int(v)
 
 
 def _opt_int(value: str) -> int | None:
-    v = value.strip()
+    v = value.strip(_WS)
     if not v or len(v) > _MAX_DIGITS or not (v.isascii() and v.isdigit()):
         return None
     return int(v)
@@ -195,7 +198,7 @@ def parse(body: bytes) -> SessionDescription:
     """
     text = bytes(body).decode("utf-8", "replace")
     lines = [ln.strip("\r") for ln in text.split("\n")]
-    lines = [ln for ln in lines if ln.strip()]
+    lines = [ln for ln in lines if ln.strip(_WS)]
     if not lines:
         raise MalformedInput(Reason.BAD_SDP, "SDP: empty body")
     if not lines[0].startswith("v="):
@@ -211,7 +214,7 @@ def parse(body: bytes) -> SessionDescription:
         if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z" or "A" <= line[0] <= "Z"):
             raise MalformedInput(Reason.BAD_SDP, f"SDP: bad line {line[:40]!r}")
         kind = line[0]
-        value = line[2:].strip()
+        value = line[2:].strip(_WS)
         if kind == "m":
             cur = _parse_m(value)
             media.append(cur)
@@ -227,7 +230,7 @@ def parse(body: bytes) -> SessionDescription:
             session_version = _opt_int(fields[2]) if len(fields) >= 3 else None
         elif kind == "a":
             name, _, arg = value.partition(":")
-            name = name.strip().lower()
+            name = name.strip(_WS).lower()
             if name in _DIRECTIONS:
                 if cur is None:
                     session_dir = name
@@ -243,12 +246,12 @@ def parse(body: bytes) -> SessionDescription:
             elif name == "rtpmap":
                 _rtpmap(cur, arg)
             elif name == "fmtp":
-                pt_s, _, params = arg.strip().partition(" ")
+                pt_s, _, params = arg.strip(_WS).partition(" ")
                 pt = _opt_int(pt_s)
                 if pt is not None and pt <= 127:
-                    cur.fmtp[pt] = params.strip()
+                    cur.fmtp[pt] = params.strip(_WS)
             elif name == "ptime":
-                p = arg.strip().split(".", 1)[0]  # some stacks write "20.0"
+                p = arg.strip(_WS).split(".", 1)[0]  # some stacks write "20.0"
                 cur.ptime_ms = _opt_int(p)
             elif name == "rtcp":
                 port = _opt_int(arg.split()[0]) if arg.split() else None
@@ -266,11 +269,11 @@ def parse(body: bytes) -> SessionDescription:
 
 def _rtpmap(cur: _MediaBuilder, arg: str) -> None:
     # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
-    pt_s, _, spec = arg.strip().partition(" ")
+    pt_s, _, spec = arg.strip(_WS).partition(" ")
     pt = _opt_int(pt_s)
     if pt is None or pt > 127:
         return
-    parts = spec.strip().split("/")
+    parts = spec.strip(_WS).split("/")
     if len(parts) < 2 or not parts[0]:
         return
     rate = _opt_int(parts[1])

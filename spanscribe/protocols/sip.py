@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from .errors import MalformedInput, Reason, UsageError
 
+# SIP/SDP linear white space only: str.strip() would also eat U+0085, U+00A0 etc. from values.
+_WS = " \t\r\n"
+
 __all__ = [
     "COMPACT_FORMS",
     "SipMessage",
@@ -96,12 +99,12 @@ def canonical_header_name(name: str) -> str:
     Known headers get their RFC spelling (``call-id`` -> ``Call-ID``); unknown ones are returned as
     written (stripped), because extension headers have no registry spelling to restore.
     """
-    n = name.strip()
+    n = name.strip(_WS)
     return _CANONICAL.get(n.lower(), n)
 
 
 def _digits(value: str, what: str, reason: Reason) -> int:
-    v = value.strip()
+    v = value.strip(_WS)
     if not v or len(v) > _MAX_DIGITS or not (v.isascii() and v.isdigit()):
         raise MalformedInput(reason, f"SIP: bad {what} {v[:40]!r}")
     return int(v)
@@ -143,17 +146,17 @@ def _params(text: str) -> dict[str, str]:
     """``;a=b;c`` -> {"a": "b", "c": ""} with lower-cased names."""
     out: dict[str, str] = {}
     for item in _split_unquoted(text, ";"):
-        item = item.strip()
+        item = item.strip(_WS)
         if not item:
             continue
         name, _, val = item.partition("=")
-        out.setdefault(name.strip().lower(), val.strip().strip('"'))
+        out.setdefault(name.strip(_WS).lower(), val.strip(_WS).strip('"'))
     return out
 
 
 def _name_addr(value: str) -> tuple[str | None, dict[str, str]]:
     """Split a From/To/Contact value into (URI, header params)."""
-    v = value.strip()
+    v = value.strip(_WS)
     # Skip a quoted display name so '<' or ';' inside it do not confuse us.
     i = 0
     if v.startswith('"'):
@@ -170,11 +173,11 @@ def _name_addr(value: str) -> tuple[str | None, dict[str, str]]:
     if lt >= 0:
         gt = v.find(">", lt)
         if gt < 0:
-            return v[lt + 1:].strip() or None, {}
-        return v[lt + 1:gt].strip() or None, _params(v[gt + 1:])
+            return v[lt + 1:].strip(_WS) or None, {}
+        return v[lt + 1:gt].strip(_WS) or None, _params(v[gt + 1:])
     # addr-spec form: everything after the first ';' are header params (RFC 3261 §20.10).
     uri, _, rest = v[i:].partition(";")
-    return uri.strip() or None, _params(rest)
+    return uri.strip(_WS) or None, _params(rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +231,13 @@ class SipMessage:
 
 
 def _media_type(ctype: str) -> str:
-    return ctype.split(";", 1)[0].strip().lower()
+    return ctype.split(";", 1)[0].strip(_WS).lower()
 
 
 def _sdp_parts(ctype: str, body: bytes, depth: int) -> list[bytes]:
     mtype = _media_type(ctype)
     if mtype == "application/sdp":
-        return [body] if body.strip() else []
+        return [body] if body.strip(b" \t\r\n") else []
     if not mtype.startswith("multipart/") or depth > 4:
         return []
     boundary = _params(ctype.split(";", 1)[1] if ";" in ctype else "").get("boundary")
@@ -270,10 +273,10 @@ def _multipart(body: bytes, boundary: str) -> list[tuple[str, bytes]]:
         else:
             head, part = chunk[:m.start()], chunk[m.end():]
         ptype = "text/plain"  # RFC 2046 default for parts
-        for line in head.decode("utf-8", "replace").splitlines():
+        for line in head.decode("utf-8", "replace").split("\n"):
             name, sep, value = line.partition(":")
             if sep and canonical_header_name(name) == "Content-Type":
-                ptype = value.strip()
+                ptype = value.strip(_WS)
         out.append((ptype, part))
     return out
 
@@ -335,13 +338,13 @@ def _split_header_lines(text: str) -> list[tuple[str, str]]:
             if not out:
                 raise MalformedInput(Reason.BAD_HEADER, "SIP: continuation line before any header")
             name, value = out[-1]
-            out[-1] = (name, f"{value} {line.strip()}".strip())
+            out[-1] = (name, f"{value} {line.strip(_WS)}".strip(_WS))
             continue
         name, sep, value = line.partition(":")
-        name = name.strip()
+        name = name.strip(_WS)
         if not sep or not _TOKEN_STR.fullmatch(name):
             raise MalformedInput(Reason.BAD_HEADER, f"SIP: bad header line {line[:40]!r}")
-        out.append((name, value.strip()))
+        out.append((name, value.strip(_WS)))
     return out
 
 
@@ -385,7 +388,7 @@ def parse(data: bytes) -> SipMessage:
         status = int(m_st.group(2))
         if not 100 <= status <= 699:
             raise MalformedInput(Reason.BAD_START_LINE, f"SIP: status code {status} out of range")
-        reason = (m_st.group(3) or b"").decode("utf-8", "replace").strip()
+        reason = (m_st.group(3) or b"").decode("utf-8", "replace").strip(_WS)
     else:
         raise MalformedInput(Reason.BAD_START_LINE, f"SIP: bad start line {first[:60]!r}")
 
@@ -593,7 +596,7 @@ class SipStreamFramer:
             for line in head.split("\n")[1:]:
                 name, sep, value = line.partition(":")
                 if sep and canonical_header_name(name) == "Content-Length":
-                    v = value.strip()
+                    v = value.strip(_WS)
                     if not v or len(v) > _MAX_DIGITS or not (v.isascii() and v.isdigit()):
                         self.resync()
                         raise MalformedInput(

@@ -121,3 +121,9 @@ def tcp_streams(dgrams: list[Datagram]) -> dict[tuple[str, int, str, int], bytes
             next_rel = rel + len(payload)
         out[key] = bytes(data)
     return out
+
+
+@pytest.fixture(scope="session")
+def reassemble_tcp() -> Callable[[list[Datagram]], dict[tuple[str, int, str, int], bytes]]:
+    """The naive per-direction TCP reassembly above, as a fixture (test modules cannot import conftest)."""
+    return tcp_streams
