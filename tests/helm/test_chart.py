@@ -627,7 +627,7 @@ def _pyproject_extras() -> dict[str, set[str]]:
     return {e: expand(e) for e in raw}
 
 
-_PIP_TARGET = re.compile(r"""(?:^|\s)(?:-e\s+|--editable\s+)?["']?\.(?:\[([A-Za-z0-9_,\- ]*)\])?["']?(?=\s|$)""")
+_PIP_TARGET = re.compile(r"""(?:^|\s)(?:-e\s+|--editable\s+)?["']?\.(?:\[([A-Za-z0-9_,\- ]*)\])?["']?(?=[\s`);]|$)""")
 
 
 def _root_installs(text: str) -> list[set[str]]:
@@ -635,6 +635,8 @@ def _root_installs(text: str) -> list[set[str]]:
     out = []
     joined = re.sub(r"\\\n", " ", text)
     for line in joined.splitlines():
+        if line.lstrip().startswith("#"):  # Dockerfile and shell comments
+            continue
         for cmd in re.split(r"&&|;|\|\|", line):
             if re.search(r"\bpip3?\s+install\b", cmd):
                 rest = re.split(r"\bpip3?\s+install\b", cmd, maxsplit=1)[1]
@@ -684,6 +686,13 @@ def test_dockerfile_installs_match_readme_and_ci() -> None:
         if os.environ.get("CI"):
             pytest.fail("README.md/.ci show no `pip install` of the repository root to compare the Dockerfiles with")
         pytest.skip("README.md/.ci show no `pip install` of the repository root yet")
+    readme_text = "\n".join(src.read_text(errors="replace") for src in sources if src.is_file())
+    if re.search(r"pip3?\s+install\b[^\n]*-c\s+constraints\.txt", readme_text):
+        for name in ("Dockerfile", "Dockerfile.edge"):
+            text = (ROOT / name).read_text()
+            for line in re.sub(r"\\\n", " ", text).splitlines():
+                if re.search(r"\bpip3?\s+install\b", line) and not line.lstrip().startswith("#"):
+                    assert "-c constraints.txt" in line, f"{name}: pin like the README: {line.strip()}"
     known = _pyproject_extras()
     covered: set[str] = set()
     for extras in documented:
