@@ -16,7 +16,7 @@ import dpkt
 import pytest
 
 from spanscribe.protocols import MalformedInput, dtmf, sdp, sip
-from spanscribe.protocols.rtp import is_rtcp, looks_like_rtp, parse_rtcp, parse_rtp
+from spanscribe.protocols.rtp import is_rtcp, looks_like_rtp, parse_rtcp, parse_rtp, rtp_fields
 from spanscribe.protocols.sip import SipStreamFramer
 
 pytestmark = pytest.mark.capture
@@ -231,6 +231,8 @@ def test_rtp_agrees_with_tshark_and_dpkt(datagrams: Datagrams, name: str, count:
         assert (h.payload_type, h.sequence, h.timestamp, h.ssrc, h.marker, len(h.csrcs)) == (
             exp["pt"][i], exp["seq"][i], exp["ts"][i], exp["ssrc"][i], exp["marker"][i], exp["cc"][i])
         assert h.payload_length == exp["payload_len"][i]
+        assert rtp_fields(payload) == (h.payload_type, h.marker, h.sequence, h.timestamp, h.ssrc,
+                                       h.payload_offset, h.payload_length)
         ref = dpkt.rtp.RTP(payload)
         assert (h.version, h.padding, h.extension, len(h.csrcs)) == (ref.version, bool(ref.p), bool(ref.x), ref.cc)
         assert (h.payload_type, h.sequence, h.timestamp, h.ssrc, h.marker) == (ref.pt, ref.seq, ref.ts, ref.ssrc,

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spanscribe.protocols import MalformedInput, dtmf, sdp, sip
-from spanscribe.protocols.rtp import build_rtp, is_rtcp, looks_like_rtp, parse_rtcp, parse_rtp
+from spanscribe.protocols.rtp import build_rtp, is_rtcp, looks_like_rtp, parse_rtcp, parse_rtp, rtp_fields
 from spanscribe.protocols.sip import SipStreamFramer, build_message
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,6 +83,7 @@ def test_sdp_parse_structured_garbage(lines: list[bytes], eol: bytes) -> None:
 def test_rtp_rtcp_dtmf_arbitrary(data: bytes) -> None:
     _only_malformed(parse_rtp, data)
     _only_malformed(parse_rtp, memoryview(data))
+    _only_malformed(rtp_fields, data)
     _only_malformed(parse_rtcp, data)
     _only_malformed(dtmf.parse, data)
     looks_like_rtp(data)
@@ -123,6 +124,19 @@ def test_rtp_truncations(n: int) -> None:
     pkt = build_rtp(payload_type=96, sequence=1, timestamp=2, ssrc=3, csrcs=(4, 5), extension=(1, b"abcd"),
                     payload=b"xyz" * 5, padding=3)
     _only_malformed(parse_rtp, pkt[:n])
+    # The tuple fast path accepts and rejects exactly the same inputs.
+    try:
+        h = parse_rtp(pkt[:n])
+    except MalformedInput as e:
+        try:
+            rtp_fields(pkt[:n])
+        except MalformedInput as e2:
+            assert str(e2) == str(e)
+        else:
+            raise AssertionError("rtp_fields accepted what parse_rtp rejected") from None
+    else:
+        assert rtp_fields(pkt[:n]) == (h.payload_type, h.marker, h.sequence, h.timestamp, h.ssrc,
+                                       h.payload_offset, h.payload_length)
 
 
 # --- the framer -------------------------------------------------------------------------------
@@ -211,6 +225,7 @@ def test_rtp_round_trip(pt: int, seq: int, ts: int, ssrc: int, marker: bool, csr
     assert h.padding is (padding > 0)
     assert pkt[h.payload_offset:h.payload_offset + h.payload_length] == payload
     assert h.payload_offset + h.payload_length + padding == len(pkt)
+    assert rtp_fields(memoryview(pkt)) == (pt, marker, seq, ts, ssrc, h.payload_offset, len(payload))
 
 
 @SETTINGS
