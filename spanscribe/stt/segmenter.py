@@ -3,7 +3,8 @@
 Why energy and not Silero VAD: on these 2-core machines the gate costs microseconds per 20 ms frame and
 needs no model; telephony audio is band-limited speech with a steady noise floor, where a gate that tracks
 the floor works. It is not robust to loud babble or music on hold: such audio forms long "utterances"
-that are cut at ``max_utterance_s`` and left to Whisper's own no-speech test. Times are counted in
+that are cut at ``max_utterance_s`` and left to Whisper's own no-speech test. The floor is the quietest
+frame of the last 2 s (minimum statistics), so a steady hiss or hum never counts as speech. Times are counted in
 samples of the session's input rate, so the caller maps them to seconds exactly.
 """
 from __future__ import annotations
@@ -25,10 +26,10 @@ class SegmenterConfig:
     max_utterance_s: float = 15.0  # ... or at this length, cut at the quietest frame of its last second
     min_speech_s: float = 0.2  # utterances with less speech than this are dropped (clicks, breaths)
     pre_roll_s: float = 0.3  # audio kept before the first speech frame (soft onsets)
-    tail_s: float = 0.25  # trailing silence kept after the last speech frame
+    tail_s: float = 0.24  # trailing silence kept after the last speech frame
     abs_threshold_dbfs: float = -45.0  # never speech below this level
-    snr_db: float = 12.0  # speech must be this far above the tracked noise floor
-    floor_rise: float = 0.005  # per-frame rise rate of the noise floor (falls instantly)
+    snr_db: float = 12.0  # speech must be this far above the noise floor ...
+    noise_window_s: float = 2.0  # ... the quietest frame level of this window (minimum statistics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class EnergySegmenter:
         self._pre: deque[np.ndarray] = deque(maxlen=max(0, round(cfg.pre_roll_s / cfg.frame_s)))
         self._rest = np.zeros(0, dtype=np.int16)
         self._consumed = 0  # samples framed so far (excluding _rest)
-        self._floor = -90.0
+        self._levels: deque[float] = deque(maxlen=max(1, round(cfg.noise_window_s / cfg.frame_s)))
         self._open: _Open | None = None
 
     # -- queries -----------------------------------------------------------------------------------
@@ -126,12 +127,11 @@ class EnergySegmenter:
 
     # -- internals ---------------------------------------------------------------------------------
     def _is_speech(self, level: float) -> bool:
-        speech = level > max(self.cfg.abs_threshold_dbfs, self._floor + self.cfg.snr_db)
-        if level < self._floor:
-            self._floor = level
-        else:
-            self._floor += self.cfg.floor_rise * (level - self._floor)
-        return speech
+        # Minimum statistics: speech has gaps between syllables within any couple of seconds, so the
+        # quietest recent frame is the background. A steady hum or hiss is its own floor: never speech.
+        floor = min(self._levels) if self._levels else level
+        self._levels.append(level)
+        return level > max(self.cfg.abs_threshold_dbfs, floor + self.cfg.snr_db)
 
     def _frame(self, frame: np.ndarray) -> Utterance | None:
         level = rms_dbfs(frame)
