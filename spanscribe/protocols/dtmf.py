@@ -36,7 +36,7 @@ class TelephoneEvent:
         return _EVENT.pack(self.event, (0x80 if self.end else 0) | self.volume, self.duration_ticks)
 
 
-def parse(payload: bytes) -> TelephoneEvent:
+def parse(payload: bytes | bytearray | memoryview) -> TelephoneEvent:
     """Parse the first event of an RFC 4733 payload (bytes or memoryview).
 
     Raises :class:`MalformedInput` (BAD_DTMF) when fewer than 4 bytes are given.

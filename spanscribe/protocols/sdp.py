@@ -189,7 +189,7 @@ def _parse_m(value: str) -> _MediaBuilder:
     return _MediaBuilder(media, port, count, parts[2], pts)
 
 
-def parse(body: bytes) -> SessionDescription:
+def parse(body: bytes | bytearray | memoryview) -> SessionDescription:
     """Parse an SDP body.
 
     Tolerant of LF-only line ends, trailing blank lines and unknown or malformed ``a=`` attributes

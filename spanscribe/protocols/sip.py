@@ -312,7 +312,7 @@ def _is_sip20_start_line(line: bytes) -> bool:
     return m is not None and m.group(1).upper() == b"SIP/2.0"
 
 
-def looks_like_sip(data: bytes) -> bool:
+def looks_like_sip(data: bytes | bytearray | memoryview) -> bool:
     """Cheap check: does ``data`` start with a SIP request or status line?
 
     Leading CR/LF (keep-alives) are skipped. Never raises.
@@ -348,7 +348,7 @@ def _split_header_lines(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse(data: bytes) -> SipMessage:
+def parse(data: bytes | bytearray | memoryview) -> SipMessage:
     """Parse one whole SIP message.
 
     Returns a :class:`SipMessage`; the body is cut to Content-Length when that header is present
@@ -526,7 +526,7 @@ class SipStreamFramer:
         """Bytes currently held (always bounded by the resync rules in :meth:`next_message`)."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append stream bytes. Only buffers; parsing happens in :meth:`next_message`."""
         self._buf += data
 
