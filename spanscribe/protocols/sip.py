@@ -571,6 +571,7 @@ class SipStreamFramer:
                 if len(buf) > self.MAX_START_LINE:
                     dropped = len(buf)
                     buf.clear()
+                    self._scanned = 0
                     raise MalformedInput(
                         Reason.NOT_SIP, f"SIP stream: {dropped} bytes without a start line skipped"
                     )

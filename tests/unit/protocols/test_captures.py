@@ -178,13 +178,22 @@ def test_tcp_framer_whole_streams(datagrams: Datagrams, reassemble_tcp: Reassemb
     assert all(p.call_id for p in parsed)
 
 
-def test_tcp_framer_one_byte_at_a_time(datagrams: Datagrams, reassemble_tcp: Reassemble) -> None:
-    streams = reassemble_tcp(datagrams("sip-over-tcp-call.pcap"))
+@pytest.mark.parametrize(("name", "count"), sorted(SIP_TCP_COUNTS.items()))
+def test_tcp_framer_one_byte_at_a_time(datagrams: Datagrams, reassemble_tcp: Reassemble, name: str,
+                                       count: int) -> None:
+    streams = reassemble_tcp(datagrams(name))
     whole, _ = _frame_all(streams, step=None)
     bytewise, errors = _frame_all(streams, step=1)
     assert errors == 0
+    assert len(bytewise) == count
     assert bytewise == whole
-    assert [sip.parse(m).method or sip.parse(m).status_code for m in bytewise].count("INVITE") == 1
+
+
+def test_tcp_call_methods(datagrams: Datagrams, reassemble_tcp: Reassemble) -> None:
+    msgs, _ = _frame_all(reassemble_tcp(datagrams("sip-over-tcp-call.pcap")), step=None)
+    kinds = sorted(str(p.method or p.status_code) for p in map(sip.parse, msgs))
+    # tshark -Y sip on this file: INVITE, 100, 180, 200, ACK, BYE, 200
+    assert kinds == sorted(["INVITE", "100", "180", "200", "ACK", "BYE", "200"])
 
 
 def test_tcp_framer_odd_segments_large_body(datagrams: Datagrams, reassemble_tcp: Reassemble) -> None:
