@@ -1,81 +1,166 @@
-"""``spanscribe demo``: README's first command.
+"""``spanscribe demo`` (README's first command): the real pipeline, end to end, on one machine.
 
-Foundation stage: start the local Kafka broker, create the topics, round-trip one example record of
-every schema through it and print them. (The end-to-end transcript demo replaces this once the edge,
-the worker and the STT server land.)
+1. start the local Kafka broker (KRaft, from the Apache jars) and create this run's topics;
+2. start the reference STT server (faster-whisper, offline) and one stream worker (Faust);
+3. run the edge capturer on the example capture (``examples/call-g711.pcap``);
+4. wait for the ``CallTranscript`` on the calls topic and print both speakers with times;
+5. stop everything, also on Ctrl-C.
+
+Each run uses its own topic prefix and application id, so runs never see each other's records.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import os
+import signal
+import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
-
-from schemas.codec import SCHEMA_NAMES, AvroCodec
-from schemas.examples import example_records
-from spanscribe.config import kafka_config
 from spanscribe.kafka.cli import broker_for
-from spanscribe.topics import create_topics
+from spanscribe.kafka.local import free_port
+from spanscribe.paths import REPO_ROOT
+
+EXAMPLE = REPO_ROOT / "examples" / "call-g711.pcap"
 
 
-def _printable(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return f"<{len(v)} bytes>"
-    if isinstance(v, dict):
-        return {k: _printable(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_printable(x) for x in v]
-    return v
+def say(msg: str) -> None:
+    print(f"demo: {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _process(name: str, argv: list[str], log_path: Path, ready: str | None = None,
+             timeout_s: float = 120.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a child process with output to ``log_path``; wait for ``ready`` in its output; stop on exit."""
+    log = log_path.open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        if ready is not None:
+            deadline = time.monotonic() + timeout_s
+            while ready not in log_path.read_text(errors="replace"):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log_path}:\n"
+                                       + log_path.read_text(errors="replace")[-1500:])
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not ready within {timeout_s:.0f}s; see {log_path}")
+                time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {proc.returncode}; see {log_path}:\n"
+                               + log_path.read_text(errors="replace")[-2000:])
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"worker not ready at {url} within {timeout_s:.0f}s; see {log_path}")
+
+
+def wait_for_calls(settings: dict[str, Any], expected: int, timeout_s: float) -> list[dict[str, Any]]:
+    """Consume the calls topic from the beginning until ``expected`` CallTranscripts arrived."""
+    from confluent_kafka import Consumer
+
+    from schemas.codec import AvroCodec
+    from spanscribe.config import kafka_config, topic
+    from spanscribe.records import decode_message
+
+    codec = AvroCodec("CallTranscript")
+    c = Consumer(kafka_config(settings, **{"group.id": f"demo-tail-{uuid.uuid4().hex[:8]}",
+                                           "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    c.subscribe([topic(settings, "calls")])
+    calls: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(calls) < expected and time.monotonic() < deadline:
+            for m in c.consume(10, timeout=0.5):
+                if m.error():
+                    continue
+                rec = decode_message(codec, m)
+                if rec is not None:
+                    calls[rec["call_id"]] = rec
+    finally:
+        c.close()
+    return list(calls.values())
 
 
 def run(args: argparse.Namespace) -> int:
-    t0 = time.monotonic()
-    broker = broker_for(args.port)
-    print(f"demo: starting the local Kafka broker on 127.0.0.1:{args.port} ...", file=sys.stderr)
-    bootstrap = broker.start()
-    settings = dict(args.settings, bootstrap_servers=bootstrap)
-    try:
-        for name, state in create_topics(settings).items():
-            print(f"demo: topic {name}: {state}", file=sys.stderr)
-        topic = f"{settings['topic_prefix']}.demo-roundtrip"
-        from confluent_kafka.admin import AdminClient, NewTopic
+    from spanscribe.tail import format_call
+    from spanscribe.topics import create_topics
 
-        admin = AdminClient(kafka_config(settings))
-        if topic not in admin.list_topics(timeout=10).topics:
-            admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-        run_id = uuid.uuid4().hex[:8].encode()
-        prod = Producer(kafka_config(settings, **{"enable.idempotence": True, "acks": "all"}))
-        recs = example_records()
-        for name in SCHEMA_NAMES:
-            prod.produce(topic, key=run_id + b"/" + name.encode(), value=AvroCodec(name).encode(recs[name]))
-        if prod.flush(30):
-            print("demo: could not deliver the example records", file=sys.stderr)
+    t0 = time.monotonic()
+    pcap = Path(args.pcap) if args.pcap else EXAMPLE
+    if not pcap.is_file():
+        say(f"capture {pcap} not found")
+        return 2
+    run_id = uuid.uuid4().hex[:8]
+    work = Path(os.environ.get("SPANSCRIBE_DEMO_DIR", "/tmp")) / f"spanscribe-demo-{run_id}"
+    work.mkdir(parents=True, exist_ok=True)
+    broker = broker_for(args.port)
+    say(f"starting the local Kafka broker on 127.0.0.1:{args.port} (first run fetches the jars) ...")
+    bootstrap = broker.start()
+    prefix = f"demo-{run_id}"
+    settings = dict(args.settings, bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=2)
+    spanscribe = [sys.executable, "-m", "spanscribe"]
+    common = ["--bootstrap-servers", bootstrap, "--topic-prefix", prefix]
+    try:
+        create_topics(settings)
+        say(f"topics {prefix}.* created; starting the reference STT server and a worker (logs in {work}) ...")
+        stt_port = args.stt_port or free_port()
+        web_port = free_port()
+        with _process("stt-server", spanscribe + ["stt-server", "--port", str(stt_port)], work / "stt.log",
+                      ready="ready on", timeout_s=180), \
+             _process("worker", spanscribe + ["worker", *common, "--partitions", "2", "--app-id", f"demo-{run_id}",
+                                              "--web-port", str(web_port), "--stt-url", f"ws://127.0.0.1:{stt_port}",
+                                              "--data-dir", str(work / "worker"), "--store", "memory"],
+                      work / "worker.log") as worker:
+            _wait_http(f"http://127.0.0.1:{web_port}/readyz", 180, worker, work / "worker.log")
+            say(f"worker ready; running the edge capturer on {pcap.name} ...")
+            edge = subprocess.run(spanscribe + ["edge", "--pcap", str(pcap), "--site", "demo", *common,
+                                                "--summary-json", str(work / "edge-summary.json")],
+                                  capture_output=True, text=True, timeout=300)
+            (work / "edge.log").write_text(edge.stdout + edge.stderr)
+            if edge.returncode != 0:
+                say(f"edge capturer failed ({edge.returncode}): {edge.stderr[-1500:]}")
+                return 1
+            say("edge done; waiting for the transcript (speech recognition runs on this CPU) ...")
+            calls = wait_for_calls(settings, 1, args.timeout_s)
+        if not calls:
+            say(f"no CallTranscript within {args.timeout_s:.0f}s; logs in {work}")
             return 1
-        cons = Consumer(kafka_config(settings, **{"group.id": f"demo-{run_id.decode()}",
-                                                  "auto.offset.reset": "earliest"}))
-        cons.subscribe([topic])
-        got: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + 60
-        while len(got) < len(SCHEMA_NAMES) and time.monotonic() < deadline:
-            for m in cons.consume(100, timeout=0.5):
-                if m.error() or not m.key() or not m.key().startswith(run_id + b"/"):
-                    continue
-                name = m.key().split(b"/", 1)[1].decode()
-                got[name] = AvroCodec(name).decode(m.value(), topic=m.topic(), partition=m.partition(),
-                                                   offset=m.offset())
-        cons.close()
-        del prod, admin  # close client connections before the broker stops
-        for name in SCHEMA_NAMES:
-            ok = got.get(name) == recs[name]
-            print(f"--- {name}: {'round-tripped OK' if ok else 'MISMATCH'}")
-            print(json.dumps(_printable(got.get(name)), indent=None)[:400])
-        print(f"demo: {len(got)}/{len(SCHEMA_NAMES)} schemas round-tripped through {bootstrap} "
-              f"in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-        return 0 if all(got.get(n) == recs[n] for n in SCHEMA_NAMES) else 1
+        for call in calls:
+            print(format_call(call))
+        say(f"done in {time.monotonic() - t0:.0f}s")
+        return 0
+    except KeyboardInterrupt:
+        say("interrupted: stopping")
+        return 130
+    except RuntimeError as exc:
+        say(str(exc))
+        return 1
     finally:
         if not args.keep_running:
             broker.stop()

@@ -1,0 +1,284 @@
+"""``spanscribe transcribe FILE``: the whole pipeline in one process on a capture file, no Kafka.
+
+The same code as production, wired directly: the edge pipeline (decode, reassembly, SIP/SDP, RTP
+batching) hands its records to the centre's pure core (dialogs -> bindings -> media join -> jitter
+buffer -> codecs) and the STT pool, and the call assembler writes one ``CallTranscript`` per call.
+It is the proof that the core is free of I/O. Outputs: ``DIR/<call>.json`` (the CallTranscript as JSON)
+and ``DIR/<call>.<speaker>.wav`` (16 kHz mono, the audio sent to STT, silence where nothing was heard).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import time
+import wave
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_capture.pcapfile import open_capture, read_capture
+from edge_capture.pipeline import EdgeConfig, EdgePipeline
+from streams.core.assembler import CallAssembler
+from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
+from streams.core.media import AudioChunk, MediaJoiner
+
+log = logging.getLogger(__name__)
+STT_RATE = 16000
+END_OF_TIME_US = 1 << 62
+
+
+class _ListSink:
+    """Collects the edge pipeline's records until the driver takes them."""
+
+    def __init__(self, partitions: int = 1) -> None:
+        self.rtp_partitions = partitions
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    def send_sip(self, key: bytes, record: dict[str, Any]) -> None:
+        self.records.append(("sip", record))
+
+    def send_rtp(self, partition: int, key: bytes, record: dict[str, Any]) -> None:
+        self.records.append(("rtp", record))
+
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        out, self.records = self.records, []
+        return out
+
+
+@dataclass
+class _Recorder:
+    """Per (call, speaker) PCM placed at its call time, for the WAV files."""
+
+    parts: dict[tuple[str, str], list[tuple[float, npt.NDArray[np.int16]]]] = field(
+        default_factory=lambda: defaultdict(list))
+
+    def tap(self, chunk: AudioChunk) -> None:
+        self.parts[(chunk.call_key, chunk.speaker)].append((chunk.start_s, chunk.pcm))
+
+    def pcm(self, call_key: str, speaker: str) -> npt.NDArray[np.int16]:
+        parts = self.parts.get((call_key, speaker), [])
+        if not parts:
+            return np.zeros(0, dtype=np.int16)
+        end = max(int(round(s * STT_RATE)) + p.shape[0] for s, p in parts)
+        out = np.zeros(end, dtype=np.int16)
+        for s, p in parts:
+            i = int(round(s * STT_RATE))
+            out[i:i + p.shape[0]] = p
+        return out
+
+
+def write_wav(path: Path, pcm: npt.NDArray[np.int16], rate: int = STT_RATE) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+
+
+def safe_name(call_id: str) -> str:
+    """A file name for a Call-ID (Call-IDs may hold '@', '/', ':' ...)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:120] or "call"
+
+
+class _Progress:
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < (0.2 if self.tty else 10.0):
+            return
+        self.last = now
+        frac = min(done / self.total, 1.0)
+        if self.tty:
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r  reading [{bar:<30}] {frac * 100:5.1f}%")
+            sys.stderr.flush()
+        else:
+            log.info("read %.0f%% of the capture", frac * 100)
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r  reading [{'#' * 30}] 100.0%\n")
+
+
+async def transcribe_file(path: str, out_dir: Path, settings: dict[str, Any], stt_urls: list[str] | None,
+                          site: str = "offline", max_sessions: int = 16) -> list[dict[str, Any]]:
+    """Run the pipeline on ``path``; returns the CallTranscript dicts (also written to ``out_dir``)."""
+    from streams.speech import SpeechRouter
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    speakers = settings.get("speakers") or {}
+    tracker = DialogTracker(DialogConfig(speaker_map=SpeakerMap.from_config(
+        speakers.get("agent_networks") or [], speakers.get("agent_extensions") or [])))
+    joiner = MediaJoiner()
+    assembler = CallAssembler()
+    calls: list[dict[str, Any]] = []
+    recorder = _Recorder()
+
+    def emit_calls(docs: list[dict[str, Any]]) -> None:
+        calls.extend(docs)
+
+    def on_segment(key: bytes, seg: dict[str, Any]) -> None:
+        emit_calls(assembler.on_segment(seg))
+
+    def on_call_event(key: bytes, ev: dict[str, Any]) -> None:
+        emit_calls(assembler.on_call_event(ev))
+
+    router: SpeechRouter | None = None
+    if stt_urls:
+        router = SpeechRouter(stt_urls, max_sessions, on_segment, on_call_event, sample_rate=STT_RATE,
+                              partials=False, audio_tap=recorder.tap)
+
+    async def handle_media(outs: list[Any]) -> None:
+        if router is not None:
+            await router.handle(outs)
+            return
+        from streams.core.media import Note, StreamEnded
+
+        for o in outs:  # no STT: record audio, still finish calls
+            if isinstance(o, AudioChunk):
+                recorder.tap(o)
+            elif isinstance(o, StreamEnded):
+                site_, _, cid = o.call_key.partition("/")
+                on_call_event(b"", {"site": site_, "call_id": cid, "kind": "stream_ended", "ts_us": o.ts_us,
+                                    "caller": None, "callee": None, "start_us": None, "answer_us": None,
+                                    "end_reason": None, "speakers": [], "stream": dict(o.stats), "note": None})
+            elif isinstance(o, Note):
+                site_, _, cid = o.call_key.partition("/")
+                on_call_event(b"", {"site": site_, "call_id": cid, "kind": "note", "ts_us": o.ts_us,
+                                    "caller": None, "callee": None, "start_us": None, "answer_us": None,
+                                    "end_reason": None, "speakers": [], "stream": None, "note": o.text})
+
+    async def handle_dialog(outs: list[Any]) -> None:
+        for o in outs:
+            if isinstance(o, BindingOut):
+                await handle_media(joiner.on_binding(o.value))
+            elif isinstance(o, CallEventOut):
+                emit_calls(assembler.on_call_event(o.value))
+
+    sink = _ListSink()
+    edge = EdgePipeline(EdgeConfig(site=site, edge_id=f"transcribe/{os.path.basename(path)}"), sink)
+    size = os.path.getsize(path) if path != "-" else 0
+    progress = _Progress(size)
+    last_ts = 0
+    n = 0
+    with open_capture(path) as f:
+        for ts_us, linktype, frame in read_capture(f, progress=progress):
+            edge.process(ts_us, linktype, frame)
+            last_ts = max(last_ts, ts_us)
+            for kind, rec in sink.take():
+                if kind == "sip":
+                    await handle_dialog(tracker.on_sip(rec))
+                else:
+                    await handle_media(joiner.on_rtp_batch(rec))
+            n += 1
+            if n % 500 == 0:
+                await handle_dialog(tracker.expire(last_ts))
+                await handle_media(joiner.expire(last_ts))
+                await asyncio.sleep(0)  # let STT readers run
+    progress.done()
+    edge.finish()
+    for kind, rec in sink.take():
+        if kind == "sip":
+            await handle_dialog(tracker.on_sip(rec))
+        else:
+            await handle_media(joiner.on_rtp_batch(rec))
+    # End of capture: every call still open ends here.
+    await handle_dialog(tracker.expire(END_OF_TIME_US))
+    await handle_media(joiner.expire(END_OF_TIME_US))
+    if router is not None:
+        await router.drain()
+    emit_calls(assembler.expire(END_OF_TIME_US))
+    for call in calls:
+        name = safe_name(call["call_id"])
+        (out_dir / f"{name}.json").write_text(json.dumps(call, indent=2, sort_keys=True))
+        for speaker in ("caller", "callee"):
+            pcm = recorder.pcm(f"{call['site']}/{call['call_id']}", speaker)
+            if pcm.size:
+                write_wav(out_dir / f"{name}.{speaker}.wav", pcm)
+    return calls
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _with_local_engine(args: argparse.Namespace, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the reference STT engine in this process (its own task on this loop) and transcribe."""
+    from spanscribe.stt.server import serve_forever
+
+    port = _free_port()
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve_forever(argparse.Namespace(
+        host="127.0.0.1", port=port, model=args.model, engine="whisper", max_sessions=64, threads=2), stop))
+    url = f"ws://127.0.0.1:{port}"
+    # wait until it listens (model load takes a few seconds)
+    for _ in range(600):
+        if server.done():
+            server.result()
+        try:
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            await w.wait_closed()
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    try:
+        return await transcribe_file(args.file, Path(args.out), settings, [url], site=args.site,
+                                     max_sessions=settings["stt"]["max_sessions"])
+    finally:
+        stop.set_result(None)
+        await server
+
+
+def print_summary(calls: list[dict[str, Any]], out_dir: Path, elapsed_s: float) -> None:
+    print(f"\n{len(calls)} call(s) in {elapsed_s:.1f}s -> {out_dir}/")
+    print(f"{'call':<40} {'dur':>6} {'end':<9} {'segs':>4}  streams")
+    for c in calls:
+        dur = (c["end_us"] - c["start_us"]) / 1e6
+        streams = ", ".join(f"{s['speaker']} {s['codec']} {s['packets']}p lost {s['lost']}" for s in c["streams"])
+        print(f"{c['call_id'][:40]:<40} {dur:6.1f} {c['end_reason']:<9} {len(c['segments']):>4}  {streams}")
+        for note in c["notes"]:
+            print(f"{'':<40} note: {note}")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = args.settings
+    t0 = time.monotonic()
+    out_dir = Path(args.out)
+    if not os.path.exists(args.file) and args.file != "-":
+        print(f"spanscribe transcribe: {args.file}: no such file", file=sys.stderr)
+        return 2
+    try:
+        if args.no_stt:
+            calls = asyncio.run(transcribe_file(args.file, out_dir, settings, None, site=args.site))
+        elif args.stt_url:
+            calls = asyncio.run(transcribe_file(args.file, out_dir, settings, settings["stt"]["urls"],
+                                                site=args.site, max_sessions=settings["stt"]["max_sessions"]))
+        else:
+            calls = asyncio.run(_with_local_engine(args, settings))
+    except ValueError as exc:  # PcapError and friends: one line
+        print(f"spanscribe transcribe: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    print_summary(calls, out_dir, time.monotonic() - t0)
+    for c in calls:
+        print(f"\n--- {c['call_id']}")
+        for s in c["segments"]:
+            who = s.get("role") or s["speaker"]
+            print(f"  {s['start_s']:7.2f}s {who:>8}: {s['text']}")
+    return 0

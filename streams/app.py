@@ -1,0 +1,282 @@
+"""The Faust application: thin agents around :mod:`streams.core`.
+
+Agents (all records are Avro via :mod:`schemas.codec`; keys are raw UTF-8 bytes):
+
+* ``signalling`` on ``<p>.sip`` (key ``site/Call-ID``): :class:`~streams.core.dialog.DialogTracker`;
+  publishes ``MediaBinding`` to ``<p>.bindings`` keyed ``site/ip/port`` (Faust's producer partitions by
+  murmur2 like the edge, so a binding lands on the partition of its RTP) and ``CallEvent`` to
+  ``<p>.call-events``. Per-call dialog state lives in the changelogged table ``dialogs``.
+* ``media`` on ``<p>.rtp`` + ``<p>.bindings`` (co-partitioned, one agent so a binding and the RTP that
+  needs it are handled in order by the same worker): :class:`~streams.core.media.MediaJoiner`; bindings
+  are mirrored into the changelogged table ``bindings`` (written under the event's partition, which is
+  the RTP's partition), audio goes to the STT pool through :class:`~streams.speech.SpeechRouter`.
+* ``assembler`` on ``<p>.transcripts`` + ``<p>.call-events`` (both keyed ``site/Call-ID``):
+  :class:`~streams.core.assembler.CallAssembler`; writes ``CallTranscript`` to ``<p>.calls``.
+
+An exception while handling one record is caught, counted and the record is sent to ``<p>.dlq``: an
+exception escaping a Faust agent would acknowledge the record and lose it silently.
+"""
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from schemas.codec import AvroCodec, DecodeError
+from spanscribe.config import topic as topic_name
+from spanscribe.metrics import BAD_RECORDS, REGISTRY, counter, gauge
+from streams.core.assembler import CallAssembler
+from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
+from streams.core.media import MediaJoiner
+from streams.speech import SpeechRouter
+
+log = logging.getLogger(__name__)
+
+RECORDS = counter("spanscribe_worker_records_total", "Records handled by the worker.", ("agent",))
+FAILED = counter("spanscribe_worker_failed_records_total", "Records whose handling raised (sent to the DLQ).",
+                 ("agent",))
+CALLS_ACTIVE = gauge("spanscribe_calls_active", "Calls tracked by this worker's signalling agent.")
+CALLS_DONE = counter("spanscribe_calls_finished_total", "CallTranscript documents written.")
+LAG_S = gauge("spanscribe_capture_to_process_seconds",
+              "Wall time minus capture time of the last RTP batch handled (real-time lag).")
+
+
+def faust_credentials(kafka: Mapping[str, str]) -> Any:
+    """Map the librdkafka TLS/SASL passthrough settings to Faust (aiokafka) credentials, or None."""
+    proto = (kafka.get("security.protocol") or "PLAINTEXT").upper()
+    ctx = None
+    if "SSL" in proto:
+        ctx = ssl.create_default_context(cafile=kafka.get("ssl.ca.location"))
+        if kafka.get("ssl.certificate.location"):
+            ctx.load_cert_chain(kafka["ssl.certificate.location"], kafka.get("ssl.key.location"),
+                                kafka.get("ssl.key.password"))
+        if kafka.get("enable.ssl.certificate.verification", "true").lower() == "false":
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    if proto.startswith("SASL"):
+        return faust.SASLCredentials(username=kafka.get("sasl.username"), password=kafka.get("sasl.password"),
+                                     mechanism=kafka.get("sasl.mechanism", "PLAIN"), ssl_context=ctx)
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
+
+
+def _store_url(choice: str) -> str:
+    if choice in ("auto", "rocksdb"):
+        try:
+            import rocksdict  # noqa: F401
+
+            return "rocksdb://"
+        except ImportError:
+            if choice == "rocksdb":
+                raise RuntimeError("store rocksdb requested but rocksdict is not installed "
+                                   "(pip install 'faust-streaming[rocksdict]')") from None
+    return "memory://"
+
+
+def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir: str | None = None,
+              web_port: int = 6066) -> faust.App:
+    """Create the Faust app with its topics, tables, agents, timers and web pages."""
+    n = int(settings["partitions"])
+    worker = settings.get("worker") or {}
+    app = faust.App(
+        app_id,
+        broker="kafka://" + ",".join(h.strip() for h in settings["bootstrap_servers"].split(",")),
+        broker_credentials=faust_credentials(settings.get("kafka") or {}),
+        store=_store_url(str(worker.get("store") or "auto")),
+        datadir=data_dir or worker.get("data_dir") or f"/tmp/spanscribe-{app_id}",
+        topic_partitions=n,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        web_port=web_port,
+        web_host="0.0.0.0",
+        web_enabled=True,
+        autodiscover=False,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+
+    def t(name: str) -> Any:
+        return app.topic(topic_name(settings, name), key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=n if name != "dlq" else 1)
+
+    sip_t, bindings_t, transcripts_t, calls_t, events_t, dlq_t = (
+        t("sip"), t("bindings"), t("transcripts"), t("calls"), t("call-events"), t("dlq"))
+    media_in = app.topic(topic_name(settings, "rtp"), topic_name(settings, "bindings"), key_type=bytes,
+                         value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=n)
+    assembler_in = app.topic(topic_name(settings, "transcripts"), topic_name(settings, "call-events"),
+                             key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                             partitions=n)
+    dialogs_table = app.Table("dialogs", default=None, partitions=n, key_serializer="json",
+                              value_serializer="json")
+    bindings_table = app.Table("bindings", default=None, partitions=n, key_serializer="json",
+                               value_serializer="json")
+
+    codecs = {name: AvroCodec(name, registry=None) for name in
+              ("SipMessage", "RtpBatch", "MediaBinding", "TranscriptSegment", "CallEvent", "CallTranscript")}
+    by_topic = {topic_name(settings, "sip"): codecs["SipMessage"], topic_name(settings, "rtp"): codecs["RtpBatch"],
+                topic_name(settings, "bindings"): codecs["MediaBinding"],
+                topic_name(settings, "transcripts"): codecs["TranscriptSegment"],
+                topic_name(settings, "call-events"): codecs["CallEvent"]}
+    speakers = settings.get("speakers") or {}
+    tracker = DialogTracker(DialogConfig(speaker_map=SpeakerMap.from_config(
+        speakers.get("agent_networks") or [], speakers.get("agent_extensions") or [])))
+    joiner = MediaJoiner(pending_s=float(worker.get("pending_s", 5.0)), idle_s=float(worker.get("idle_s", 30.0)))
+    assembler = CallAssembler()
+    stt = settings["stt"]
+    state: dict[str, Any] = {"data_us": 0, "data_wall": time.monotonic(), "ready": False}
+
+    def publish_segment(key: bytes, seg: dict[str, Any]) -> None:
+        transcripts_t.send_soon(key=key, value=codecs["TranscriptSegment"].encode(seg))
+
+    def publish_event(key: bytes, ev: dict[str, Any]) -> None:
+        events_t.send_soon(key=key, value=codecs["CallEvent"].encode(ev))
+
+    router = SpeechRouter(stt["urls"], int(stt["max_sessions"]), publish_segment, publish_event,
+                          sample_rate=int(stt.get("sample_rate", 16000)))
+
+    def decode(event: EventT) -> dict[str, Any] | None:
+        msg = event.message
+        codec = by_topic[msg.topic]
+        try:
+            return codec.decode(event.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        except DecodeError as exc:
+            BAD_RECORDS.labels(topic=msg.topic, reason=exc.reason).inc()
+            log.warning("%s", exc)
+            dlq_t.send_soon(key=event.key, value=event.value, headers={"spanscribe.error": str(exc).encode()})
+            return None
+
+    def dead_letter(agent: str, event: EventT, exc: BaseException) -> None:
+        msg = event.message
+        FAILED.labels(agent=agent).inc()
+        log.exception("%s: record %s[%s]@%s failed (%s); sent to the DLQ", agent, msg.topic, msg.partition,
+                      msg.offset, type(exc).__name__)
+        dlq_t.send_soon(key=event.key, value=event.value, headers={
+            "spanscribe.error": f"{type(exc).__name__}: {exc}"[:500].encode(),
+            "spanscribe.source": f"{msg.topic}[{msg.partition}]@{msg.offset}".encode()})
+
+    def data_now_us() -> int:
+        """Capture-clock 'now': the newest capture time seen, advanced by wall time since (idle input)."""
+        return int(state["data_us"] + (time.monotonic() - state["data_wall"]) * 1e6)
+
+    def seen(ts_us: int) -> None:
+        if ts_us > state["data_us"]:
+            state["data_us"] = ts_us
+            state["data_wall"] = time.monotonic()
+
+    async def send_dialog_outputs(outs: list[Any]) -> None:
+        for o in outs:
+            if isinstance(o, BindingOut):
+                await bindings_t.send(key=o.key, value=codecs["MediaBinding"].encode(o.value))
+            elif isinstance(o, CallEventOut):
+                await events_t.send(key=o.key, value=codecs["CallEvent"].encode(o.value))
+
+    @app.agent(sip_t, name="signalling")
+    async def signalling(stream: Any) -> None:
+        async for event in stream.events():
+            RECORDS.labels(agent="signalling").inc()
+            try:
+                rec = decode(event)
+                if rec is None:
+                    continue
+                seen(int(rec["capture_ts_us"]))
+                call_key = f"{rec['site']}/{rec['call_id']}"
+                if call_key not in tracker.calls():
+                    saved = dialogs_table.get(call_key)
+                    if saved:
+                        tracker.restore(call_key, saved)
+                outs = tracker.on_sip(rec)
+                snap = tracker.snapshot(call_key)
+                dialogs_table[call_key] = snap
+                CALLS_ACTIVE.set(len(tracker.calls()))
+                await send_dialog_outputs(outs)
+            except Exception as exc:
+                dead_letter("signalling", event, exc)
+
+    @app.agent(media_in, name="media")
+    async def media(stream: Any) -> None:
+        async for event in stream.events():
+            RECORDS.labels(agent="media").inc()
+            try:
+                rec = decode(event)
+                if rec is None:
+                    continue
+                if event.message.topic == topic_name(settings, "bindings"):
+                    outs = joiner.on_binding(rec)
+                    key = rec["stream_key"]
+                    saved = list(bindings_table.get(key) or [])
+                    saved = [b for b in saved if not (b["call_id"] == rec["call_id"] and b["version"] == rec["version"]
+                                                      and b["speaker"] == rec["speaker"])] + [rec]
+                    bindings_table[key] = saved[-16:]
+                else:
+                    seen(int(rec["flush_ts_us"]))
+                    LAG_S.set(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
+                    outs = []
+                    for entry in rec["streams"]:  # a restarted worker: seed the joiner from the table
+                        if not joiner.knows(entry["stream_key"]):
+                            for b in bindings_table.get(entry["stream_key"]) or []:
+                                outs += joiner.on_binding(b)
+                    outs += joiner.on_rtp_batch(rec)
+                await router.handle(outs)
+            except Exception as exc:
+                dead_letter("media", event, exc)
+
+    @app.agent(assembler_in, name="assembler")
+    async def assemble(stream: Any) -> None:
+        async for event in stream.events():
+            RECORDS.labels(agent="assembler").inc()
+            try:
+                rec = decode(event)
+                if rec is None:
+                    continue
+                if event.message.topic == topic_name(settings, "transcripts"):
+                    docs = assembler.on_segment(rec)
+                else:
+                    docs = assembler.on_call_event(rec)
+                for doc in docs:
+                    CALLS_DONE.inc()
+                    await calls_t.send(key=f"{doc['site']}/{doc['call_id']}".encode(),
+                                       value=codecs["CallTranscript"].encode(doc))
+            except Exception as exc:
+                dead_letter("assembler", event, exc)
+
+    @app.timer(interval=1.0)
+    async def tick() -> None:
+        now = data_now_us()
+        try:
+            await send_dialog_outputs(tracker.expire(now))
+            await router.handle(joiner.expire(now))
+            for doc in assembler.expire(now):
+                CALLS_DONE.inc()
+                await calls_t.send(key=f"{doc['site']}/{doc['call_id']}".encode(),
+                                   value=codecs["CallTranscript"].encode(doc))
+        except Exception:
+            log.exception("periodic expiry failed")
+
+    @app.task
+    async def on_started() -> None:
+        state["ready"] = True
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ok = bool(state["ready"]) and not app.rebalancing
+        return web.json({"ready": ok}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        from prometheus_client import generate_latest
+
+        return web.bytes(generate_latest(REGISTRY), content_type="text/plain; version=0.0.4")
+
+    app.spanscribe = {"tracker": tracker, "joiner": joiner, "assembler": assembler, "router": router}  # type: ignore[attr-defined]
+    return app
