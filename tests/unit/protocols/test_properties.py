@@ -283,3 +283,27 @@ def test_sip_response_round_trip(code: int, reason: str, to_tag: str, body: byte
     m = sip.parse(raw)
     assert (m.is_request, m.status_code, m.reason) == (False, code, reason.strip())
     assert (m.to_tag, m.cseq_num, m.cseq_method, m.body) == (to_tag, 5, "BYE", body)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(INVITE) - 1), st.integers(min_value=0, max_value=255)),
+                min_size=1, max_size=8))
+def test_sip_and_sdp_byte_mutations(edits: list[tuple[int, int]]) -> None:
+    # Like the fuzzed aaa.pcap capture: a valid message with a few bytes overwritten.
+    raw = bytearray(INVITE)
+    for pos, value in edits:
+        raw[pos] = value
+    try:
+        m = sip.parse(bytes(raw))
+    except MalformedInput:
+        return
+    for body in m.sdp_bodies():
+        _only_malformed(sdp.parse, body)
+    f = SipStreamFramer()
+    f.feed(bytes(raw))
+    for _ in range(100):
+        try:
+            if f.next_message() is None:
+                break
+        except MalformedInput:
+            continue
