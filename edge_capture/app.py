@@ -125,7 +125,7 @@ def build_config(args: argparse.Namespace, settings: dict[str, Any]) -> EdgeConf
         rtp_ports=parse_range(getattr(args, "rtp_ports", None) or "1024-65535"),
         rtp_grace_us=int(float(getattr(args, "rtp_grace_s", None) or 30.0) * 1e6),
         flush_us=int(getattr(args, "flush_ms", None) or 100) * 1000,
-        max_batch_packets=int(getattr(args, "max_batch_packets", None) or 2000),
+        max_batch_packets=int(getattr(args, "max_batch_packets", None) or 10000),
     )
 
 
@@ -215,30 +215,25 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
                                  progress=progress)
             log.info("reading %s, site %s, edge %s", args.pcap, cfg.site, cfg.edge_id)
         tty = sys.stderr.isatty() and bool(getattr(args, "pcap", None)) and args.pcap != "-" and total_bytes > 0
-        process = pipeline.process
-        next_log = time.monotonic() + log_interval
-        next_housekeeping = time.monotonic() + 1.0
-        last_frames = 0
-        last_t = time.monotonic()
-        i = 0
-        for ts, lt, frame in items:
-            process(ts, lt, frame)
-            i += 1
-            if not i & 0x1FFF:
-                sink.poll(0)
-                now = time.monotonic()
-                if now >= next_housekeeping:
-                    next_housekeeping = now + 1.0
-                    mx.update(pipeline, sink, source)
-                    if tty:
-                        rate = (pipeline.stats.frames - last_frames) / max(1e-6, now - last_t)
-                        last_frames, last_t = pipeline.stats.frames, now
-                        _progress_bar(read_bytes[0], total_bytes, pipeline.stats.frames, rate)
-                    if now >= next_log:
-                        next_log = now + log_interval
-                        _log_progress(pipeline, sink, source, now - t_start)
-                if stop["flag"]:
-                    break
+        state = {"next_log": time.monotonic() + log_interval, "next_hk": time.monotonic() + 1.0,
+                 "frames": 0, "t": time.monotonic()}
+
+        def housekeeping() -> bool:
+            sink.poll(0)
+            now = time.monotonic()
+            if now >= state["next_hk"]:
+                state["next_hk"] = now + 1.0
+                mx.update(pipeline, sink, source)
+                if tty:
+                    rate = (pipeline.stats.frames - state["frames"]) / max(1e-6, now - state["t"])
+                    state["frames"], state["t"] = pipeline.stats.frames, now
+                    _progress_bar(read_bytes[0], total_bytes, pipeline.stats.frames, rate)
+                if now >= state["next_log"]:
+                    state["next_log"] = now + log_interval
+                    _log_progress(pipeline, sink, source, now - t_start)
+            return stop["flag"]
+
+        pipeline.consume(items, every=8192 if source is None else 1024, housekeeping=housekeeping)
     except KeyboardInterrupt:
         log.warning("interrupted twice: not waiting for the producer")
         return 130

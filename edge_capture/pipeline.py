@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import sys
+from array import array
 from collections import Counter as TallyCounter
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any, Optional, Protocol
 
-from schemas.rtp_columns import pack_stream
 from spanscribe.partitioning import partition_for
 from spanscribe.protocols import rtp as rtp_proto
 from spanscribe.protocols import sdp as sdp_proto
@@ -32,7 +34,10 @@ from .tcp import TcpReassembler
 
 log = logging.getLogger(__name__)
 
-_RTP_FIXED = struct.Struct("!HII")  # sequence, timestamp, SSRC after the first two bytes
+_RTP_FIXED = struct.Struct("!HII")
+# Ethernet type, IPv4 ver/IHL, total length, flags/fragment, protocol, src, dst, UDP ports and length,
+# RTP first bytes, sequence, timestamp, SSRC: every header of the dominant frame in one unpack.
+_FAST_RTP = struct.Struct("!12xHBxH2xH1xB2x4s4sHHH2xBBHII")  # sequence, timestamp, SSRC after the first two bytes
 _SIP_FIRST = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n")
 _SWEEP_US = 1_000_000
 
@@ -59,17 +64,34 @@ class EdgeConfig:
     rtp_grace_us: int = 30_000_000
     rtp_idle_us: int = 300_000_000  # an endpoint with no packet for this long (and no new SDP) is closed
     flush_us: int = 100_000
-    max_batch_packets: int = 2000
+    max_batch_packets: int = 10000
     keep_stream_stats: bool = True
     max_stream_stats: int = 200_000
 
 
+_LE = sys.byteorder == "little"
+
+
+def _col(a: array) -> bytes:
+    """Little-endian bytes of an array column (the wire format of RtpStreamBatch columns)."""
+    if not _LE:
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a.tobytes()
+
+
 class _Stream:
-    """Pending packets of one RTP stream (5-tuple + SSRC) plus its running statistics."""
+    """Pending packets of one RTP stream (5-tuple + SSRC) as growing columns, plus running statistics.
+
+    Columns are ``array`` objects in the exact dtypes of ``schemas.rtp_columns`` (uint16 seq, uint32
+    timestamp, uint32 capture offset from ``base``, uint8 PT|marker, uint16 payload length), so a
+    flush is a handful of ``tobytes()`` calls instead of numpy conversions per stream
+    (:func:`pack_entry` equals :func:`schemas.rtp_columns.pack_stream` byte for byte; a test checks).
+    """
 
     __slots__ = ("key", "stream_key", "partition", "src_ip", "src_port", "dst_ip", "dst_port", "ssrc",
-                 "seq", "ts", "cap", "pt", "mk", "pl", "packets", "payload_type", "first_ext", "max_ext",
-                 "last_ts_us")
+                 "seq", "ts", "off", "ptm", "plen", "pl", "base", "last", "packets", "payload_type",
+                 "first_ext", "max_ext")
 
     def __init__(self, key: tuple[bytes, int, bytes, int, int], stream_key: str, partition: int,
                  src_ip: str, dst_ip: str) -> None:
@@ -81,17 +103,31 @@ class _Stream:
         self.dst_ip = dst_ip
         self.dst_port = key[3]
         self.ssrc = key[4]
-        self.seq: list[int] = []
-        self.ts: list[int] = []
-        self.cap: list[int] = []
-        self.pt: list[int] = []
-        self.mk: list[int] = []
-        self.pl: list[bytes] = []
         self.packets = 0
         self.payload_type = -1
         self.first_ext = -1
         self.max_ext = -1
-        self.last_ts_us = 0
+        self.last = 0
+        self.base = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.seq = array("H")
+        self.ts = array("I")
+        self.off = array("I")
+        self.ptm = bytearray()
+        self.plen = array("H")
+        self.pl: list[Buffer] = []
+
+
+def pack_entry(s: _Stream) -> dict[str, Any]:
+    """The RtpStreamBatch dict of a stream's pending packets (same bytes as ``pack_stream``)."""
+    return {
+        "stream_key": s.stream_key, "src_ip": s.src_ip, "src_port": s.src_port, "dst_ip": s.dst_ip,
+        "dst_port": s.dst_port, "ssrc": s.ssrc, "count": len(s.seq), "base_capture_us": s.base,
+        "seq": _col(s.seq), "rtp_ts": _col(s.ts), "capture_offset_us": _col(s.off),
+        "pt_marker": bytes(s.ptm), "payload_len": _col(s.plen), "payloads": b"".join(s.pl),
+    }
 
 
 @dataclass
@@ -163,6 +199,7 @@ class EdgePipeline:
         self.next_flush_us = 0
         self.next_sweep_us = 0
         self.last_ts_us = 0
+        self.max_batch = cfg.max_batch_packets
 
     # -- the per-frame hot path ---------------------------------------------------------------
     def process(self, ts_us: int, linktype: int, frame: Buffer) -> None:
@@ -213,6 +250,68 @@ class EdgePipeline:
                 for m in msgs:
                     self._sip_message(ts_us, "tcp", src, sport, dst, dport, m)
 
+    def consume(self, items: Iterable[tuple[int, int, Buffer]], every: int = 8192,
+                housekeeping: Optional[Callable[[], bool]] = None) -> None:
+        """Process every frame of ``items``: the hot loop, with Ethernet/IPv4/UDP/RTP to a known
+        endpoint inlined (one ``unpack_from`` for all headers, locals instead of attribute lookups).
+        Everything else goes through :meth:`process`. ``housekeeping()`` runs every ``every`` frames
+        and stops the loop by returning True. Same results as calling :meth:`process` per frame.
+        """
+        fast = _FAST_RTP.unpack_from
+        eps_get = self.endpoints.get
+        streams_get = self.streams.get
+        process = self.process
+        add_rtp = self._add_rtp
+        vxlan = self.decoder.vxlan_ports
+        st = self.stats
+        i = 0
+        for ts, lt, fr in items:
+            i += 1
+            if not i % every and housekeeping is not None and housekeeping():
+                process(ts, lt, fr)
+                break
+            n = len(fr)
+            if lt != 1 or n < 54 or ts >= self.next_flush_us:
+                process(ts, lt, fr)
+                continue
+            et, vihl, tlen, frag, proto, src, dst, sport, dport, ulen, b0, b1, seq, rts, ssrc = fast(fr, 0)
+            if et != 0x0800 or vihl != 0x45 or proto != 17 or frag & 0x3FFF or b0 != 0x80 \
+                    or 192 <= b1 <= 223 or dport in vxlan or not 20 <= ulen - 8 <= tlen - 28 or tlen + 14 > n:
+                process(ts, lt, fr)
+                continue
+            ep = eps_get((dst, dport))
+            if ep is None:
+                ep = eps_get((src, sport))
+                if ep is None:
+                    process(ts, lt, fr)
+                    continue
+            if ep[3]:  # RTCP port
+                process(ts, lt, fr)
+                continue
+            ep[1] = ts
+            st.frames += 1
+            st.bytes += n
+            st.udp += 1
+            self.last_ts_us = ts
+            key = (src, sport, dst, dport, ssrc)
+            s = streams_get(key)
+            if s is None or not s.seq or ts < s.last or len(s.seq) + 1 >= self.max_batch:
+                add_rtp(ts, key, seq, rts, b1, bytes(fr[54:34 + ulen]))
+                continue
+            s.seq.append(seq)
+            s.ts.append(rts)
+            s.off.append(ts - s.base)
+            s.ptm.append(b1)
+            s.plen.append(ulen - 20)
+            s.pl.append(fr[54:34 + ulen].tobytes() if type(fr) is memoryview else fr[54:34 + ulen])
+            s.last = ts
+            st.rtp_packets += 1
+            part = s.partition
+            c = self.pending_count[part] + 1
+            self.pending_count[part] = c
+            if c >= self.max_batch:
+                self._flush_partition(part, ts)
+
     def _media(self, ts_us: int, src: bytes, sport: int, dst: bytes, dport: int, payload: Buffer,
                rtcp_port: bool) -> None:
         st = self.stats
@@ -238,27 +337,30 @@ class EdgePipeline:
                 return
             seq, rts, ssrc = h.sequence, h.timestamp, h.ssrc
             body = bytes(payload[h.payload_offset:h.payload_offset + h.payload_length])
-        key = (src, sport, dst, dport, ssrc)
+        self._add_rtp(ts_us, (src, sport, dst, dport, ssrc), seq, rts, b1, body)
+
+    def _add_rtp(self, ts_us: int, key: tuple[bytes, int, bytes, int, int], seq: int, rts: int, b1: int,
+                 body: Buffer) -> None:
         s = self.streams.get(key)
         if s is None:
             s = self._new_stream(key)
         if not s.seq:
-            part = s.partition
-            self.pending.setdefault(part, []).append(s)
-        if s.cap and ts_us < s.cap[-1]:
-            ts_us = s.cap[-1]  # capture clock stepped back: keep each batch's offsets non-negative
+            self.pending.setdefault(s.partition, []).append(s)
+            s.base = s.last = ts_us
+        elif ts_us < s.last:
+            ts_us = s.last  # capture clock stepped back: keep each batch's offsets non-negative
         s.seq.append(seq)
         s.ts.append(rts)
-        s.cap.append(ts_us)
-        s.pt.append(b1 & 0x7F)
-        s.mk.append(b1 >> 7)
+        s.off.append(ts_us - s.base)
+        s.ptm.append(b1)
+        s.plen.append(len(body))
         s.pl.append(body)
-        s.last_ts_us = ts_us
-        st.rtp_packets += 1
+        s.last = ts_us
+        self.stats.rtp_packets += 1
         part = s.partition
         c = self.pending_count.get(part, 0) + 1
         self.pending_count[part] = c
-        if c >= self.cfg.max_batch_packets:
+        if c >= self.max_batch:
             self._flush_partition(part, ts_us)
 
     def _new_stream(self, key: tuple[bytes, int, bytes, int, int]) -> _Stream:
@@ -406,7 +508,7 @@ class EdgePipeline:
                 if not eps:
                     del self.call_endpoints[ent[0]]
         st.endpoints_closed += len(dead)
-        idle = [k for k, s in self.streams.items() if not s.seq and now_us - s.last_ts_us > 60_000_000]
+        idle = [k for k, s in self.streams.items() if not s.seq and now_us - s.last > 60_000_000]
         for k in idle:
             s = self.streams.pop(k)
             if self.cfg.keep_stream_stats and len(self.retired_streams) < self.cfg.max_stream_stats:
@@ -426,7 +528,7 @@ class EdgePipeline:
         for s in streams:
             seqs = s.seq
             if s.payload_type < 0:
-                s.payload_type = s.pt[0]
+                s.payload_type = s.ptm[0] & 0x7F
             # Running sequence statistics (RFC 3550 A.1, simplified): extended highest and first.
             mx = s.max_ext
             for q in seqs:
@@ -438,16 +540,8 @@ class EdgePipeline:
                     mx += d
             s.max_ext = mx
             s.packets += len(seqs)
-            entries.append(pack_stream(stream_key=s.stream_key, src_ip=s.src_ip, src_port=s.src_port,
-                                       dst_ip=s.dst_ip, dst_port=s.dst_port, ssrc=s.ssrc, seq=seqs,
-                                       rtp_ts=s.ts, capture_us=s.cap, payload_type=s.pt, marker=s.mk,
-                                       payloads=s.pl))
-            s.seq = []
-            s.ts = []
-            s.cap = []
-            s.pt = []
-            s.mk = []
-            s.pl = []
+            entries.append(pack_entry(s))
+            s._reset()
         bseq = self.batch_seq.get(part, 0)
         self.batch_seq[part] = bseq + 1
         record = {"site": self.cfg.site, "edge_id": self.cfg.edge_id,

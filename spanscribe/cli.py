@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-id", help="identity of this capturer (default: host/interface or host/file)")
     _kafka_options(p)
     p.add_argument("--flush-ms", type=int, default=100, help="RTP batch flush interval, capture time (default 100)")
-    p.add_argument("--max-batch-packets", type=int, default=2000,
-                   help="flush a partition's batch early at this many packets (default 2000)")
+    p.add_argument("--max-batch-packets", type=int, default=10000,
+                   help="flush a partition's batch early at this many packets (default 10000, ~1.7 MB of G.711)")
     p.add_argument("--rtp-mode", choices=["sdp", "heuristic"], default="sdp",
                    help="sdp: forward only media endpoints learned from SDP (default); heuristic: any RTP-shaped UDP")
     p.add_argument("--rtp-ports", default="1024-65535", metavar="LO-HI", help="UDP port range for --rtp-mode heuristic")
