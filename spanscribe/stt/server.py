@@ -109,7 +109,7 @@ class Connection:
             s = self.session
             log.info(
                 "session %d closed (code %s): %.1f s audio at %d Hz, %d frames, %d utterances, %d words, "
-                "%d errors, engine %.2f s, wall %.1f s",
+                "%d errors, engine+queue %.2f s, wall %.1f s",
                 self.sid, code, s.audio_s, s.sample_rate, s.frames, s.utterances, self.words, s.errors,
                 self.engine_s, time.monotonic() - t0,
             )
