@@ -1,9 +1,2 @@
-"""The Avro wire contract between edge and centre: schemas (``*.avsc``) and the codec."""
-from schemas.codec import (
-    SCHEMA_NAMES,
-    AvroCodec,
-    DecodeError,
-    load_schema,
-)
-
-__all__ = ["SCHEMA_NAMES", "AvroCodec", "DecodeError", "load_schema"]
+"""The Avro wire contract between edge and centre: schemas (``*.avsc``), the codec
+(:mod:`schemas.codec`) and the RTP column packing (:mod:`schemas.rtp_columns`)."""

@@ -7,7 +7,6 @@ little-endian so any platform and any language read them the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,36 +20,65 @@ LEN_DTYPE = np.dtype("<u2")
 MARKER_BIT = 0x80
 
 
-@dataclass(frozen=True, slots=True)
 class StreamColumns:
     """numpy views over one stream entry. All arrays have ``count`` elements.
 
-    ``capture_us`` is absolute (base + offset, int64 microseconds); ``payload_offsets`` has
-    ``count + 1`` entries so packet i's payload is ``payloads[off[i]:off[i+1]]``.
+    ``seq``, ``rtp_ts``, ``payload_len`` and ``pt_marker`` are zero-copy views of the record's bytes;
+    ``capture_us`` (absolute, int64 microseconds), ``payload_type``, ``marker`` and ``payload_offsets``
+    (``count + 1`` entries: packet i is ``payloads[off[i]:off[i+1]]``) are computed on first use.
     """
 
-    stream_key: str
-    src_ip: str
-    src_port: int
-    dst_ip: str
-    dst_port: int
-    ssrc: int
-    seq: npt.NDArray[np.uint16]
-    rtp_ts: npt.NDArray[np.uint32]
-    capture_us: npt.NDArray[np.int64]
-    payload_type: npt.NDArray[np.uint8]
-    marker: npt.NDArray[np.bool_]
-    payload_len: npt.NDArray[np.uint16]
-    payload_offsets: npt.NDArray[np.int64]
-    payloads: bytes
+    __slots__ = ("stream_key", "src_ip", "src_port", "dst_ip", "dst_port", "ssrc", "seq", "rtp_ts",
+                 "capture_offset_us", "base_capture_us", "pt_marker", "payload_len", "payloads", "_offsets")
+
+    def __init__(self, *, stream_key: str, src_ip: str, src_port: int, dst_ip: str, dst_port: int, ssrc: int,
+                 seq: npt.NDArray[np.uint16], rtp_ts: npt.NDArray[np.uint32],
+                 capture_offset_us: npt.NDArray[np.uint32], base_capture_us: int,
+                 pt_marker: npt.NDArray[np.uint8], payload_len: npt.NDArray[np.uint16], payloads: bytes) -> None:
+        self.stream_key = stream_key
+        self.src_ip = src_ip
+        self.src_port = src_port
+        self.dst_ip = dst_ip
+        self.dst_port = dst_port
+        self.ssrc = ssrc
+        self.seq = seq
+        self.rtp_ts = rtp_ts
+        self.capture_offset_us = capture_offset_us
+        self.base_capture_us = base_capture_us
+        self.pt_marker = pt_marker
+        self.payload_len = payload_len
+        self.payloads = payloads
+        self._offsets: npt.NDArray[np.int64] | None = None
 
     @property
     def count(self) -> int:
         return int(self.seq.shape[0])
 
+    @property
+    def capture_us(self) -> npt.NDArray[np.int64]:
+        """Absolute capture time per packet, microseconds since the epoch."""
+        return self.capture_offset_us.astype(np.int64) + self.base_capture_us
+
+    @property
+    def payload_type(self) -> npt.NDArray[np.uint8]:
+        return self.pt_marker & 0x7F
+
+    @property
+    def marker(self) -> npt.NDArray[np.bool_]:
+        return (self.pt_marker & MARKER_BIT) != 0
+
+    @property
+    def payload_offsets(self) -> npt.NDArray[np.int64]:
+        if self._offsets is None:
+            off = np.zeros(self.count + 1, dtype=np.int64)
+            np.cumsum(self.payload_len, out=off[1:])
+            self._offsets = off
+        return self._offsets
+
     def payload(self, i: int) -> bytes:
         """Payload bytes of packet ``i``."""
-        return self.payloads[int(self.payload_offsets[i]):int(self.payload_offsets[i + 1])]
+        off = self.payload_offsets
+        return self.payloads[int(off[i]):int(off[i + 1])]
 
 
 class ColumnError(ValueError):
@@ -105,16 +133,14 @@ def unpack_stream(entry: dict[str, Any]) -> StreamColumns:
     off = col("capture_offset_us", OFFSET_DTYPE)
     ptm = col("pt_marker", PT_DTYPE)
     lens = col("payload_len", LEN_DTYPE)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
     payloads: bytes = entry["payloads"]
-    if int(offsets[-1]) != len(payloads):
-        raise ColumnError(f"RtpStreamBatch {entry.get('stream_key')}: payload lengths sum to {int(offsets[-1])}, "
+    total = int(lens.sum(dtype=np.int64))
+    if total != len(payloads):
+        raise ColumnError(f"RtpStreamBatch {entry.get('stream_key')}: payload lengths sum to {total}, "
                           f"payloads hold {len(payloads)} bytes")
     return StreamColumns(
         stream_key=entry["stream_key"], src_ip=entry["src_ip"], src_port=int(entry["src_port"]),
         dst_ip=entry["dst_ip"], dst_port=int(entry["dst_port"]), ssrc=int(entry["ssrc"]),
-        seq=seq, rtp_ts=ts, capture_us=off.astype(np.int64) + int(entry["base_capture_us"]),
-        payload_type=ptm & 0x7F, marker=(ptm & MARKER_BIT) != 0, payload_len=lens,
-        payload_offsets=offsets, payloads=payloads,
+        seq=seq, rtp_ts=ts, capture_offset_us=off, base_capture_us=int(entry["base_capture_us"]),
+        pt_marker=ptm, payload_len=lens, payloads=payloads,
     )
