@@ -180,8 +180,17 @@ async def _handler(ws: ServerConnection, state: ServerState) -> None:
         state.active -= 1
 
 
-async def serve_forever(args: argparse.Namespace, stop: asyncio.Future[None] | None = None) -> None:
-    """Load the engine, listen, print the ready line, run until SIGINT/SIGTERM (or ``stop``)."""
+async def serve_forever(args: argparse.Namespace, stop: asyncio.Future[None] | None = None, *,
+                        announce: bool | None = None) -> None:
+    """Load the engine, listen, announce readiness, serve until ``stop`` resolves.
+
+    Standalone (``stop`` None): SIGINT/SIGTERM stop the server and the ready line is printed to stdout.
+    Embedded (a caller's ``stop`` future, e.g. ``spanscribe transcribe`` running the engine in-process):
+    no signal handlers are installed and readiness is only logged, unless ``announce`` is True.
+    ``args`` needs only the attributes it uses; missing ones take the CLI defaults.
+    """
+    standalone = stop is None
+    announce = standalone if announce is None else announce
     engine = make_engine(getattr(args, "engine", "whisper") or "whisper", getattr(args, "model", None),
                          threads=int(getattr(args, "threads", 2) or 2),
                          beam_size=int(getattr(args, "beam_size", 2) or 2))
@@ -190,19 +199,23 @@ async def serve_forever(args: argparse.Namespace, stop: asyncio.Future[None] | N
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-engine")
     state = ServerState(engine=engine, max_sessions=int(getattr(args, "max_sessions", 8)), executor=executor)
     loop = asyncio.get_running_loop()
-    stop = stop if stop is not None else loop.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-        except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
-            pass
+    if stop is None:
+        stop = loop.create_future()
+    if standalone:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+            except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
+                pass
     host = getattr(args, "host", "127.0.0.1") or "127.0.0.1"
     try:
         async with serve(lambda ws: _handler(ws, state), host, int(getattr(args, "port", 2700)),
                          max_size=MAX_FRAME_BYTES, compression=None) as server:
             port = server.sockets[0].getsockname()[1] if server.sockets else getattr(args, "port", 2700)
-            log.info("engine %s, max %d sessions", engine.name, state.max_sessions)
-            print(f"ready on ws://{host}:{port}", flush=True)
+            log.info("ready on ws://%s:%s (engine %s, max %d sessions)", host, port, engine.name,
+                     state.max_sessions)
+            if announce:
+                print(f"ready on ws://{host}:{port}", flush=True)
             await stop
             log.info("shutting down (%d active sessions)", state.active)
     finally:
