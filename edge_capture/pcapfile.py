@@ -38,9 +38,11 @@ def open_capture(path: str, stdin: Optional[BinaryIO] = None) -> BinaryIO:
             raw = io.BufferedReader(raw)  # type: ignore[arg-type]
         head = raw.peek(2)[:2]  # type: ignore[attr-defined]
     else:
-        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-        head = raw.read(2)
-        raw.seek(0)
+        with open(path, "rb") as probe:
+            head = probe.read(2)
+        if head == b"\x1f\x8b":
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
