@@ -108,7 +108,7 @@ class JitterBuffer:
         max_gap_ms: an RTP timestamp further than this from its capture-time position re-anchors.
         origin_us: capture time that is position 0 (the call start), microseconds.
         non_audio_pts: payload types ordered and counted but not placed on the timeline (RFC 4733
-            telephone-event, CN): their released ``pos_ticks`` is -1.
+            telephone-event, CN): their released ``pos_ticks`` is -1, as for empty payloads.
     """
 
     def __init__(self, clock_rate: int, window_ms: int = 200, max_gap_ms: int = 1000, origin_us: int = 0,
@@ -305,7 +305,12 @@ class JitterBuffer:
         pos = np.full(n, -1, dtype=np.int64)
         reset = np.zeros(n, dtype=bool)
         # only audio packets drive the timeline: RFC 4733 events keep the timestamp of the event start
-        audio = np.flatnonzero(~np.isin(pt, self._non_audio)) if self._non_audio.size else np.arange(n)
+        # (an empty payload never moves the timeline either: stripped events, keep-alives)
+        lens = off[1:] - off[:-1]
+        timeline = lens > 0
+        if self._non_audio.size:
+            timeline &= ~np.isin(pt, self._non_audio)
+        audio = np.flatnonzero(timeline)
         if audio.size:
             pa, ra = self._place_audio(ts[audio].astype(np.int64), cap[audio])
             pos[audio] = pa

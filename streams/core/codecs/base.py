@@ -34,6 +34,10 @@ class Decoder(ABC):
         """
         return self.decode(payloads)
 
+    def ticks_for_bytes(self, nbytes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """RTP clock ticks covered by payloads of ``nbytes`` bytes (G.711, G.722: one tick per byte)."""
+        return nbytes
+
     def samples_for_ticks(self, ticks: int) -> int:
         """Output samples covering ``ticks`` RTP clock ticks."""
         return ticks * self.sample_rate // self.rtp_clock_rate

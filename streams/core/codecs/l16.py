@@ -19,6 +19,9 @@ class L16Decoder(Decoder):
         self.rtp_clock_rate = clock_rate
         self.channels = max(1, channels)
 
+    def ticks_for_bytes(self, nbytes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return nbytes // (2 * self.channels)
+
     def decode(self, payload: bytes) -> Pcm:
         n = len(payload) // 2
         pcm = np.frombuffer(payload[: n * 2], dtype=">i2")

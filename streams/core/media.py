@@ -1,0 +1,629 @@
+"""The join of RTP to calls and per-speaker audio: RtpBatch records + MediaBindings -> AudioChunks.
+
+One :class:`MediaJoiner` per worker (the media agent). For every ``RtpStreamBatch`` entry it looks the
+binding valid at each packet's capture time up in a :class:`~streams.core.binding.BindingIndex`
+(RTP is keyed by its destination tuple: ARCHITECTURE.md "The join by SDP tuple"), keeps RTP that
+arrives before its binding in a bounded pending buffer and replays it when the binding comes, and
+runs each (stream key, call, speaker) through a :class:`~streams.core.jitter.JitterBuffer`, a decoder
+per payload type and a resampler to the STT rate. Both directions stay separate streams.
+
+Never transcribed: RFC 4733 telephone-events and RFC 3389 comfort noise (their payloads are dropped
+before anything is buffered, so a DTMF digit is never stored, snapshotted or logged; the time they
+cover becomes silence), encrypted media (SRTP/ZRTP: noted), unknown codecs (noted).
+
+Times: an AudioChunk's ``start_s`` is seconds from the call start (``MediaBinding.call_start_us``) of
+its first sample, from RTP timestamps anchored to capture time. Within a stream consecutive chunks are
+contiguous (``start_s`` of the next = end of the previous) across losses and gaps up to
+``max_gap_ms`` (filled with silence); a longer silence (DTX, hold), an SSRC change or a timestamp jump
+starts a new chunk at its own call time. No wall clock: "now" is the newest capture time seen.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.rtp_columns import ColumnError, StreamColumns, unpack_stream
+
+from .binding import Binding, BindingIndex
+from .codecs import NON_AUDIO, Decoder, Resampler, decoder_for
+from .jitter import Frames, JitterBuffer, gather_payloads
+
+__all__ = ["AudioChunk", "MediaJoiner", "MediaOut", "Note", "StreamEnded"]
+
+log = logging.getLogger(__name__)
+I64 = npt.NDArray[np.int64]
+
+
+# -- outputs ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class AudioChunk:
+    """Decoded audio of one call speaker: int16 mono at ``sample_rate`` (the STT rate).
+
+    ``start_s``: call time (seconds from call start) of the first sample.
+    """
+
+    call_key: str
+    site: str
+    call_id: str
+    speaker: str
+    role: str | None
+    stream_key: str
+    start_s: float
+    sample_rate: int
+    pcm: npt.NDArray[np.int16] = field(repr=False)
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + float(self.pcm.shape[0]) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """A speaker stream ended (its binding closed, or it went idle). ``stats``: a StreamStatsEvent dict."""
+
+    call_key: str
+    site: str
+    call_id: str
+    speaker: str
+    stream_key: str
+    ts_us: int
+    reason: str  # "closed" | "idle"
+    stats: dict[str, Any]
+
+    def to_call_event(self) -> dict[str, Any]:
+        """The CallEvent (kind ``stream_ended``) dict."""
+        return _call_event(self.site, self.call_id, "stream_ended", self.ts_us, stream=dict(self.stats))
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An operator note about a call (never personal data: no digits, no addresses, no audio)."""
+
+    call_key: str
+    site: str
+    call_id: str
+    ts_us: int
+    text: str
+
+    def to_call_event(self) -> dict[str, Any]:
+        """The CallEvent (kind ``note``) dict."""
+        return _call_event(self.site, self.call_id, "note", self.ts_us, note=self.text)
+
+
+MediaOut = AudioChunk | StreamEnded | Note
+
+
+def _call_event(site: str, call_id: str, kind: str, ts_us: int, stream: dict[str, Any] | None = None,
+                note: str | None = None) -> dict[str, Any]:
+    return {"site": site, "call_id": call_id, "kind": kind, "ts_us": ts_us, "caller": None, "callee": None,
+            "start_us": None, "answer_us": None, "end_reason": None, "speakers": [], "stream": stream, "note": note}
+
+
+# -- per stream state -------------------------------------------------------------------------------
+class _Stream:
+    """One (stream key, call, speaker): jitter buffer, decoders, resamplers, output position."""
+
+    def __init__(self, b: Binding, stt_rate: int, window_ms: int, max_gap_ms: int) -> None:
+        self.stream_key = str(b["stream_key"])
+        self.site = str(b["site"])
+        self.call_id = str(b["call_id"])
+        self.speaker = str(b["speaker"])
+        self.role: str | None = b.get("role")
+        self.origin_us = int(b["call_start_us"])
+        self.encrypted = bool(b["encrypted"])
+        self.stt_rate = stt_rate
+        self.window_ms = window_ms
+        self.max_gap_ms = max_gap_ms
+        self.jb: JitterBuffer | None = None
+        self.decoders: dict[str, Decoder] = {}  # by "ENC/rate/channels"
+        self.resampler: Resampler | None = None
+        self.out_pos: int | None = None  # next position (jitter ticks) of the open chunk
+        self.codec = ""
+        self.audio_samples = 0  # at stt_rate
+        self.last_us = 0
+        self.close_at_us: int | None = None
+        self.packets_encrypted = 0
+
+    @property
+    def ident(self) -> str:
+        return f"{self.stream_key}|{self.call_id}|{self.speaker}"
+
+    @property
+    def call_key(self) -> str:
+        return f"{self.site}/{self.call_id}"
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "stream_key": self.stream_key, "site": self.site, "call_id": self.call_id, "speaker": self.speaker,
+            "role": self.role, "origin_us": self.origin_us, "encrypted": self.encrypted,
+            "jb": self.jb.snapshot() if self.jb else None,
+            "decoders": {k: d.snapshot() for k, d in sorted(self.decoders.items())},
+            "resampler": ([self.resampler.src_rate, self.resampler.snapshot()] if self.resampler else None),
+            "out_pos": self.out_pos, "codec": self.codec, "audio_samples": self.audio_samples,
+            "last_us": self.last_us, "close_at_us": self.close_at_us, "packets_encrypted": self.packets_encrypted,
+        }
+
+    @classmethod
+    def restore(cls, s: dict[str, Any], stt_rate: int, window_ms: int, max_gap_ms: int) -> _Stream:
+        b = {"stream_key": s["stream_key"], "site": s["site"], "call_id": s["call_id"], "speaker": s["speaker"],
+             "role": s["role"], "call_start_us": s["origin_us"], "encrypted": s["encrypted"]}
+        st = cls(b, stt_rate, window_ms, max_gap_ms)
+        st.jb = JitterBuffer.restore(s["jb"]) if s["jb"] else None
+        for k, state in s["decoders"].items():
+            enc, rate, ch = k.split("/")
+            d = decoder_for(enc, int(rate), int(ch))
+            if d is not None:
+                d.restore(state)
+                st.decoders[k] = d
+        if s["resampler"]:
+            st.resampler = Resampler(int(s["resampler"][0]), stt_rate)
+            st.resampler.restore(s["resampler"][1])
+        st.out_pos = s["out_pos"]
+        st.codec = s["codec"]
+        st.audio_samples = int(s["audio_samples"])
+        st.last_us = int(s["last_us"])
+        st.close_at_us = s["close_at_us"]
+        st.packets_encrypted = int(s["packets_encrypted"])
+        return st
+
+
+@dataclass(frozen=True, slots=True)
+class _Cols:
+    """The columns of one entry, each computed once (StreamColumns may compute some per access)."""
+
+    stream_key: str
+    ssrc: int
+    seq: npt.NDArray[np.uint16]
+    rtp_ts: npt.NDArray[np.uint32]
+    capture_us: I64
+    payload_type: npt.NDArray[np.uint8]
+    payload_len: npt.NDArray[np.uint16]
+    payload_offsets: I64
+    payloads: bytes
+
+    @staticmethod
+    def of(c: StreamColumns) -> _Cols:
+        return _Cols(c.stream_key, int(c.ssrc), c.seq, c.rtp_ts, c.capture_us, c.payload_type, c.payload_len,
+                     c.payload_offsets, c.payloads)
+
+    @property
+    def count(self) -> int:
+        return int(self.seq.shape[0])
+
+
+@dataclass(slots=True)
+class _Pending:
+    first_us: int
+    last_us: int
+    nbytes: int
+    cols: _Cols
+    idx: I64
+
+
+class MediaJoiner:
+    """Joins RTP batches to bindings and yields per-speaker audio (see the module docstring).
+
+    Args:
+        stt_rate: output sample rate (Hz).
+        window_ms / max_gap_ms: jitter buffer window; the longest gap filled with silence.
+        max_pending_s / max_pending_bytes: bounds of the buffer of RTP waiting for its binding.
+        idle_s: a stream without packets for this long (capture time) ends.
+        close_grace_ms: after a binding closes, RTP up to this much later (capture time) may still
+            arrive (topics are consumed independently); the stream ends when the newest capture time
+            passes the close plus this grace.
+        index: the binding index (a Faust table behind it in the worker).
+    """
+
+    def __init__(self, stt_rate: int = 16000, window_ms: int = 200, max_gap_ms: int = 1000,
+                 max_pending_s: float = 5.0, max_pending_bytes: int = 8 << 20, idle_s: float = 30.0,
+                 close_grace_ms: int = 500, index: BindingIndex | None = None) -> None:
+        self.stt_rate = stt_rate
+        self.window_ms = window_ms
+        self.max_gap_ms = max_gap_ms
+        self.max_pending_us = int(max_pending_s * 1e6)
+        self.max_pending_bytes = max_pending_bytes
+        self.idle_us = int(idle_s * 1e6)
+        self.close_grace_us = close_grace_ms * 1000
+        self.index = index if index is not None else BindingIndex()
+        self.streams: dict[str, _Stream] = {}
+        self._pending: dict[str, list[_Pending]] = {}
+        self._pending_bytes = 0
+        self._noted: set[tuple[str, str]] = set()
+        self._unmatched_keys: set[str] = set()
+        self._touched: set[str] = set()
+        self.now_us = 0
+        self.counters: dict[str, int] = {"packets": 0, "unmatched_packets": 0, "unmatched_streams": 0,
+                                         "pending_dropped": 0, "bad_input": 0, "encrypted_packets": 0,
+                                         "non_audio_packets": 0, "unknown_codec_packets": 0}
+
+    # -- public API ---------------------------------------------------------------------------------
+    def on_binding(self, binding: Binding) -> list[MediaOut]:
+        """Apply a MediaBinding (open, replace or close). Replays pending RTP; may end a stream."""
+        self.index.apply(binding)
+        key = str(binding["stream_key"])
+        out: list[MediaOut] = []
+        if binding.get("valid_until_us") is None:
+            out += self._replay(key)
+        else:
+            call_id, speaker = str(binding["call_id"]), str(binding["speaker"])
+            if not self.index.open_for(key, call_id, speaker):
+                ident = f"{key}|{call_id}|{speaker}"
+                st = self.streams.get(ident)
+                if st is None:  # a binding that never carried RTP still ends (the assembler waits for it)
+                    st = _Stream(binding, self.stt_rate, self.window_ms, self.max_gap_ms)
+                    st.last_us = int(binding["valid_until_us"])
+                    self.streams[ident] = st
+                    self._touched.add(key)
+                st.close_at_us = int(binding["valid_until_us"])
+                out += self._end_due()
+        return out
+
+    def on_rtp_batch(self, rec: dict[str, Any]) -> list[MediaOut]:
+        """Process one RtpBatch Avro dict (all its stream entries, in order)."""
+        out: list[MediaOut] = []
+        flush_us = int(rec.get("flush_ts_us") or 0)
+        for entry in rec.get("streams") or ():
+            try:
+                cols = _Cols.of(unpack_stream(entry))
+            except (ColumnError, KeyError, ValueError, TypeError):
+                self.counters["bad_input"] += 1
+                continue
+            if cols.count == 0:
+                continue
+            self.now_us = max(self.now_us, int(cols.capture_us.max()))
+            self.counters["packets"] += cols.count
+            out += self._route(cols, np.arange(cols.count, dtype=np.int64), pend=True)
+        self.now_us = max(self.now_us, flush_us)
+        out += self._end_due()
+        self._expire_pending(self.now_us)
+        return out
+
+    def expire(self, now_us: int) -> list[MediaOut]:
+        """Advance capture time: release jitter gaps, end idle and closed streams, drop old pending RTP."""
+        self.now_us = max(self.now_us, now_us)
+        out: list[MediaOut] = []
+        for ident in sorted(self.streams):
+            st = self.streams[ident]
+            if st.jb is not None and st.jb.held:
+                out += self._play(st, st.jb.advance(self.now_us))
+        out += self._end_due()
+        for ident in sorted(self.streams):
+            st = self.streams[ident]
+            if st.close_at_us is None and self.now_us - st.last_us > self.idle_us:
+                out += self._end(st, self.now_us, "idle")
+        self._expire_pending(self.now_us)
+        return out
+
+    def flush_all(self, now_us: int | None = None) -> list[MediaOut]:
+        """End every stream now (shutdown / end of an offline file)."""
+        if now_us is not None:
+            self.now_us = max(self.now_us, now_us)
+        out: list[MediaOut] = []
+        for ident in sorted(self.streams):
+            out += self._end(self.streams[ident], self.now_us, "closed")
+        self._expire_pending(self.now_us + self.max_pending_us + 1)
+        return out
+
+    def pop_touched(self) -> set[str]:
+        """Stream keys whose state changed since the last call (what a table must save)."""
+        t = self._touched
+        self._touched = set()
+        return t
+
+    def snapshot_stream(self, stream_key: str) -> dict[str, Any]:
+        """JSON-able state of every speaker stream on ``stream_key`` (pending RTP is transient, not kept)."""
+        return {ident: st.snapshot() for ident, st in sorted(self.streams.items()) if st.stream_key == stream_key}
+
+    def restore_stream(self, stream_key: str, state: dict[str, Any]) -> None:
+        for ident in [i for i, st in self.streams.items() if st.stream_key == stream_key]:
+            del self.streams[ident]
+        for ident, s in state.items():
+            self.streams[ident] = _Stream.restore(s, self.stt_rate, self.window_ms, self.max_gap_ms)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state of the whole joiner (streams, notes given, counters, capture time)."""
+        return {"streams": {i: st.snapshot() for i, st in sorted(self.streams.items())},
+                "noted": sorted([list(n) for n in self._noted]), "counters": dict(self.counters),
+                "now_us": self.now_us, "unmatched_keys": sorted(self._unmatched_keys)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.streams = {i: _Stream.restore(s, self.stt_rate, self.window_ms, self.max_gap_ms)
+                        for i, s in state["streams"].items()}
+        self._noted = {(a, b) for a, b in state["noted"]}
+        self.counters.update(state["counters"])
+        self.now_us = int(state["now_us"])
+        self._unmatched_keys = set(state["unmatched_keys"])
+
+    # -- routing --------------------------------------------------------------------------------
+    def _route(self, cols: _Cols, idx: I64, pend: bool) -> list[MediaOut]:
+        """Send the packets ``idx`` of an entry to the streams of their bindings; the rest waits."""
+        key = cols.stream_key
+        cap = cols.capture_us[idx]
+        b_first = self.index.lookup(key, int(cap[0]))
+        b_last = self.index.lookup(key, int(cap[-1])) if idx.size > 1 else b_first
+        groups: list[tuple[Binding | None, I64]]
+        if b_first is b_last:
+            groups = [(b_first, idx)]
+        else:  # a binding boundary inside the entry: split by packet (rare)
+            looked = [self.index.lookup(key, int(c)) for c in cap.tolist()]
+            groups = []
+            start = 0
+            for i in range(1, len(looked) + 1):
+                if i == len(looked) or looked[i] is not looked[start]:
+                    groups.append((looked[start], idx[start:i]))
+                    start = i
+        out: list[MediaOut] = []
+        for b, sel in groups:
+            if b is None:
+                if pend:
+                    self._add_pending(cols, sel)
+                else:
+                    self._unmatched(key, int(sel.size))
+                continue
+            out += self._feed(b, cols, sel)
+        return out
+
+    def _feed(self, b: Binding, cols: _Cols, sel: I64) -> list[MediaOut]:
+        ident = f"{b['stream_key']}|{b['call_id']}|{b['speaker']}"
+        st = self.streams.get(ident)
+        if st is None:
+            st = _Stream(b, self.stt_rate, self.window_ms, self.max_gap_ms)
+            self.streams[ident] = st
+        st.role = b.get("role", st.role)
+        st.last_us = max(st.last_us, int(cols.capture_us[sel].max()))
+        self._touched.add(st.stream_key)
+        out: list[MediaOut] = []
+        pt = cols.payload_type[sel]
+        lens = cols.payload_len[sel].astype(np.int64)
+        pmap = {int(p["payload_type"]): p for p in b["payload_map"]}
+        if b["encrypted"]:
+            st.encrypted = True
+            self.counters["encrypted_packets"] += int(sel.size)
+            st.packets_encrypted += int(sel.size)
+            out += self._note(st, f"{st.speaker} RTP stream is encrypted (SRTP/ZRTP): not transcribed")
+            audio = np.zeros(sel.size, dtype=bool)
+        else:
+            audio = np.zeros(sel.size, dtype=bool)
+            for p in np.unique(pt).tolist():
+                fmt = pmap.get(int(p))
+                here = pt == p
+                if fmt is None:
+                    self.counters["unknown_codec_packets"] += int(here.sum())
+                    out += self._note(st, f"{st.speaker} RTP payload type {p} was not negotiated: not transcribed")
+                    continue
+                enc = str(fmt["encoding"]).upper()
+                if enc in NON_AUDIO:
+                    self.counters["non_audio_packets"] += int(here.sum())
+                    continue
+                if self._decoder(st, fmt) is None:
+                    self.counters["unknown_codec_packets"] += int(here.sum())
+                    out += self._note(st, f"{st.speaker} codec {fmt['encoding']}/{fmt['clock_rate']} is not "
+                                          f"supported: not transcribed")
+                    continue
+                audio |= here
+        # strip every payload that is not decodable audio BEFORE buffering (DTMF never stored)
+        keep_bytes = np.repeat(audio, lens)
+        all_off = cols.payload_offsets
+        pay_sel, off_sel = gather_payloads(cols.payloads, all_off, sel)
+        if not audio.all():
+            pay_sel = np.frombuffer(pay_sel, dtype=np.uint8)[keep_bytes].tobytes()
+            new_lens = np.where(audio, lens, 0)
+            off_sel = np.zeros(sel.size + 1, dtype=np.int64)
+            np.cumsum(new_lens, out=off_sel[1:])
+        clock = self._clock(b)
+        if st.jb is None or st.jb.clock_rate != clock:
+            if st.jb is not None:
+                out += self._play(st, st.jb.flush())
+            # non-audio payloads were emptied above: the buffer keeps them off the timeline
+            st.jb = JitterBuffer(clock, self.window_ms, self.max_gap_ms, st.origin_us)
+            st.out_pos = None
+        frames = st.jb.add_arrays(cols.ssrc, cols.seq[sel], cols.rtp_ts[sel], cols.capture_us[sel], pt, off_sel,
+                                  pay_sel)
+        out += self._play(st, frames, pmap)
+        return out
+
+    def _clock(self, b: Binding) -> int:
+        for p in b["payload_map"]:
+            enc = str(p["encoding"]).upper()
+            if enc not in NON_AUDIO and decoder_for(enc, int(p["clock_rate"]), int(p.get("channels") or 1)):
+                return int(p["clock_rate"])
+        return 8000
+
+    def _decoder(self, st: _Stream, fmt: dict[str, Any]) -> Decoder | None:
+        k = f"{str(fmt['encoding']).upper()}/{int(fmt['clock_rate'])}/{int(fmt.get('channels') or 1)}"
+        d = st.decoders.get(k)
+        if d is None:
+            d = decoder_for(str(fmt["encoding"]), int(fmt["clock_rate"]), int(fmt.get("channels") or 1))
+            if d is None:
+                return None
+            st.decoders[k] = d
+        return d
+
+    # -- playout: decode, place on the timeline, resample -----------------------------------------
+    def _play(self, st: _Stream, fr: Frames, pmap: dict[int, dict[str, Any]] | None = None) -> list[MediaOut]:
+        if fr.count == 0:
+            return []
+        if pmap is None:
+            b = self._binding_of(st)
+            pmap = {int(p["payload_type"]): p for p in b["payload_map"]} if b else {}
+        sel = np.flatnonzero(fr.pos_ticks >= 0)
+        if sel.size == 0 or st.jb is None:
+            return []
+        clock = st.jb.clock_rate
+        pos = fr.pos_ticks[sel]
+        pts = fr.payload_type[sel]
+        offs = fr.offsets
+        lens = (offs[1:] - offs[:-1])[sel]
+        resets = fr.reset[sel]
+        max_gap = self.max_gap_ms * clock // 1000
+        out: list[MediaOut] = []
+        # segments of (decoder, first, last) with the same payload type
+        cuts = np.flatnonzero(pts[1:] != pts[:-1]) + 1
+        bounds = [0, *cuts.tolist(), int(sel.size)]
+        chunk: list[npt.NDArray[np.int16]] = []
+        chunk_start: int | None = None
+        for a, z in zip(bounds[:-1], bounds[1:], strict=True):
+            fmt = pmap.get(int(pts[a]))
+            dec = self._decoder(st, fmt) if fmt is not None else None
+            if dec is None:
+                continue
+            st.codec = str(fmt["encoding"]) if fmt is not None else st.codec
+            dur = dec.ticks_for_bytes(lens[a:z])
+            p = pos[a:z]
+            r = resets[a:z]
+            # fast path: contiguous with the open chunk and within itself
+            contiguous = (st.out_pos is not None and int(p[0]) == st.out_pos and not r.any()
+                          and bool(np.all(p[1:] == p[:-1] + dur[:-1])))
+            if contiguous:
+                s_idx = sel[a:z]
+                payload, _ = gather_payloads(fr.payloads, offs, s_idx)
+                if chunk_start is None:
+                    chunk_start = st.out_pos
+                chunk.append(self._to_stt(st, dec, dec.decode_many(payload, lens[a:z])))
+                st.out_pos = int(p[-1] + dur[-1])
+                continue
+            for j in range(a, z):
+                pj, dj = int(pos[j]), int(dur[j - a])
+                payload = fr.payloads[int(offs[sel[j]]):int(offs[sel[j] + 1])]
+                gap = None if st.out_pos is None else pj - st.out_pos
+                if gap is None or bool(resets[j]) or gap > max_gap:
+                    if chunk and chunk_start is not None:
+                        out.append(self._chunk(st, chunk_start, clock, chunk))
+                    chunk = []
+                    chunk_start = pj
+                    st.resampler = None  # a new chunk: no filter history across the break
+                    st.out_pos = pj
+                    gap = 0
+                if chunk_start is None:
+                    chunk_start = st.out_pos
+                pcm = dec.decode(payload)
+                if gap > 0:  # loss or a removed event/CN: silence of the right length
+                    chunk.append(self._to_stt(st, dec, np.zeros(dec.samples_for_ticks(gap), dtype=np.int16)))
+                elif gap < 0:  # overlap (a repeated/late timestamp): drop what is already played
+                    skip = dec.samples_for_ticks(-gap)
+                    pcm = pcm[skip:]
+                    dj = max(0, dj + gap)
+                    pj = st.out_pos if st.out_pos is not None else pj
+                if pcm.size:
+                    chunk.append(self._to_stt(st, dec, pcm))
+                st.out_pos = max(int(st.out_pos or 0), pj + dj) if gap >= 0 else int(st.out_pos or 0) + dj
+        if chunk and chunk_start is not None:
+            out.append(self._chunk(st, chunk_start, clock, chunk))
+        return out
+
+    def _to_stt(self, st: _Stream, dec: Decoder, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+        if dec.sample_rate == self.stt_rate:
+            return pcm
+        if st.resampler is None or st.resampler.src_rate != dec.sample_rate:
+            st.resampler = Resampler(dec.sample_rate, self.stt_rate)
+        return st.resampler.process(pcm)
+
+    def _chunk(self, st: _Stream, start_ticks: int, clock: int, parts: list[npt.NDArray[np.int16]]) -> AudioChunk:
+        pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        st.audio_samples += int(pcm.shape[0])
+        return AudioChunk(st.call_key, st.site, st.call_id, st.speaker, st.role, st.stream_key,
+                          round(start_ticks / clock, 6), self.stt_rate, pcm)
+
+    # -- ends, notes, pending ---------------------------------------------------------------------
+    def _binding_of(self, st: _Stream) -> Binding | None:
+        for b in reversed(self.index.bindings(st.stream_key)):
+            if b["call_id"] == st.call_id and b["speaker"] == st.speaker:
+                return b
+        return None
+
+    def _end_due(self) -> list[MediaOut]:
+        out: list[MediaOut] = []
+        for ident in sorted(self.streams):
+            st = self.streams[ident]
+            if st.close_at_us is not None and self.now_us >= st.close_at_us + self.close_grace_us:
+                out += self._end(st, st.close_at_us, "closed")
+        return out
+
+    def _end(self, st: _Stream, ts_us: int, reason: str) -> list[MediaOut]:
+        out: list[MediaOut] = []
+        if st.jb is not None:
+            out += self._play(st, st.jb.flush())
+        stats = st.jb.stats if st.jb is not None else None
+        b = self._binding_of(st)
+        codec = st.codec or (str(b["payload_map"][0]["encoding"]) if b and b["payload_map"] else "")
+        out.append(StreamEnded(st.call_key, st.site, st.call_id, st.speaker, st.stream_key, ts_us, reason, {
+            "speaker": st.speaker, "stream_key": st.stream_key, "ssrc": stats.ssrc if stats else 0,
+            "codec": codec, "packets": (stats.packets if stats else 0),
+            "lost": stats.lost if stats else 0, "duplicates": stats.duplicates if stats else 0,
+            "jitter_ms": float(stats.jitter_ms) if stats else 0.0,
+            "audio_s": round(st.audio_samples / self.stt_rate, 3),
+        }))
+        del self.streams[st.ident]
+        self._touched.add(st.stream_key)
+        log.debug("stream ended", extra={"call_id": st.call_id, "speaker": st.speaker, "reason": reason})
+        return out
+
+    def _note(self, st: _Stream, text: str) -> list[MediaOut]:
+        k = (st.call_key, text)
+        if k in self._noted:
+            return []
+        self._noted.add(k)
+        return [Note(st.call_key, st.site, st.call_id, self.now_us, text)]
+
+    def _add_pending(self, cols: _Cols, sel: I64) -> None:
+        nbytes = int(cols.payload_len[sel].sum()) + 16 * int(sel.size)
+        lst = self._pending.setdefault(cols.stream_key, [])
+        lst.append(_Pending(int(cols.capture_us[sel[0]]), int(cols.capture_us[sel[-1]]), nbytes, cols, sel))
+        self._pending_bytes += nbytes
+        while self._pending_bytes > self.max_pending_bytes:
+            oldest_key = min(self._pending, key=lambda k: self._pending[k][0].first_us)
+            p = self._pending[oldest_key].pop(0)
+            self._pending_bytes -= p.nbytes
+            self.counters["pending_dropped"] += int(p.idx.size)
+            self._unmatched(oldest_key, int(p.idx.size))
+            if not self._pending[oldest_key]:
+                del self._pending[oldest_key]
+
+    def _replay(self, key: str) -> list[MediaOut]:
+        items = self._pending.pop(key, [])
+        out: list[MediaOut] = []
+        for p in items:
+            self._pending_bytes -= p.nbytes
+            out += self._route(p.cols, p.idx, pend=True)  # still unmatched packets wait again
+        return out
+
+    def _expire_pending(self, now_us: int) -> None:
+        for key in sorted(self._pending):
+            lst = self._pending[key]
+            keep = []
+            for p in lst:
+                if now_us - p.last_us > self.max_pending_us:
+                    self._pending_bytes -= p.nbytes
+                    self._unmatched(key, int(p.idx.size))
+                else:
+                    keep.append(p)
+            if keep:
+                self._pending[key] = keep
+            else:
+                del self._pending[key]
+
+    def _unmatched(self, key: str, n: int) -> None:
+        self.counters["unmatched_packets"] += n
+        if key not in self._unmatched_keys:
+            self._unmatched_keys.add(key)
+            self.counters["unmatched_streams"] += 1
+            if len(self._unmatched_keys) > 100_000:  # bounded: only a counter of distinct keys
+                self._unmatched_keys.clear()
+
+    @property
+    def pending_packets(self) -> int:
+        return sum(int(p.idx.size) for lst in self._pending.values() for p in lst)
+
+
+def iter_call_events(outs: Iterable[MediaOut]) -> list[tuple[bytes, dict[str, Any]]]:
+    """(key, CallEvent dict) for the StreamEnded and Note outputs, in order."""
+    res: list[tuple[bytes, dict[str, Any]]] = []
+    for o in outs:
+        if isinstance(o, StreamEnded | Note):
+            res.append((o.call_key.encode("utf-8"), o.to_call_event()))
+    return res
