@@ -209,8 +209,12 @@ class Session:
             return Transcribe(tuple(done), self.sample_rate)
         return SendPartial()
 
+    def current_span(self) -> tuple[int, int] | None:
+        """(start_sample, samples) of the utterance in progress, cheap (no copy)."""
+        return None if self.segmenter is None else self.segmenter.current_span()
+
     def current(self) -> Utterance | None:
-        """The utterance in progress, for a partial result."""
+        """The utterance in progress (a copy of its audio), for a partial result."""
         return None if self.segmenter is None else self.segmenter.current()
 
     def _seg(self) -> EnergySegmenter:

@@ -88,6 +88,12 @@ class EnergySegmenter:
     def in_utterance(self) -> bool:
         return self._open is not None
 
+    def current_span(self) -> tuple[int, int] | None:
+        """(start_sample, length in samples) of the utterance in progress, without copying audio."""
+        if self._open is None or not self._open.frames:
+            return None
+        return self._open.start_sample, len(self._open.frames) * self.frame_len
+
     def current(self) -> Utterance | None:
         """The utterance in progress (for partial results), or None."""
         if self._open is None or not self._open.frames:

@@ -118,7 +118,13 @@ class Connection:
         parts: list[tuple[list[Word], float]] = []
         for u in action.utterances:
             t = time.perf_counter()
-            words = await self.state.run(self.state.engine.transcribe, u.samples, action.sample_rate, final=True)
+            try:
+                words = await self.state.run(self.state.engine.transcribe, u.samples, action.sample_rate,
+                                             final=True)
+            except Exception:  # an engine failure loses this utterance, not the session
+                log.exception("session %d: transcription failed", self.sid)
+                self.session.errors += 1
+                words = []
             self.engine_s += time.perf_counter() - t
             parts.append((words, self.session.offset_s(u)))
             self.words += len(words)
@@ -134,23 +140,32 @@ class Connection:
         """Start a cheap partial transcription of the open utterance when it is worth it."""
         if self._partial_task is not None and not self._partial_task.done():
             return
-        u = self.session.current()
-        if u is None:
+        span = self.session.current_span()
+        if span is None:
             return
-        if u.start_sample != self._partial_utt_start:
-            self._partial_utt_start, self._partial_at_samples = u.start_sample, 0
+        start, length = span
+        if start != self._partial_utt_start:
+            self._partial_utt_start, self._partial_at_samples = start, 0
             self.partial_text = ""
-        grown_s = (u.samples.size - self._partial_at_samples) / self.session.sample_rate
+        grown_s = (length - self._partial_at_samples) / self.session.sample_rate
         if grown_s < PARTIAL_EVERY_S or self.state.pending_jobs > 0:
+            return
+        u = self.session.current()
+        if u is None:  # pragma: no cover - span said otherwise
             return
         self._partial_at_samples = u.samples.size
         self._partial_task = asyncio.create_task(self._partial(u.start_sample, u.samples))
 
     async def _partial(self, start: int, samples: Any) -> None:
         t = time.perf_counter()
-        words = await self.state.run(self.state.engine.transcribe, samples, self.session.sample_rate,
-                                     final=False)
-        self.engine_s += time.perf_counter() - t
+        try:
+            words = await self.state.run(self.state.engine.transcribe, samples, self.session.sample_rate,
+                                         final=False)
+        except Exception:  # a partial is best effort
+            log.exception("session %d: partial transcription failed", self.sid)
+            return
+        finally:
+            self.engine_s += time.perf_counter() - t
         if start == self._partial_utt_start:  # still the same open utterance
             self.partial_text = " ".join(w.word for w in words)
 

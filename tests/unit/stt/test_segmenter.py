@@ -100,9 +100,10 @@ def test_current_and_flush_reset() -> None:
     seg.feed(np.concatenate([silence(0.5), tone(0.5)]))
     cur = seg.current()
     assert cur is not None and cur.start_sample == round(0.2 * RATE) and seg.in_utterance
+    assert seg.current_span() == (cur.start_sample, cur.samples.size)
     u = seg.flush()
     assert u is not None and u.reason == "flush"
-    assert seg.current() is None and seg.flush() is None
+    assert seg.current() is None and seg.current_span() is None and seg.flush() is None
     assert seg.total_samples == RATE
 
 
