@@ -151,16 +151,8 @@ async def transcribe_file(path: str, out_dir: Path, settings: dict[str, Any], st
         for o in outs:  # no STT: record audio, still finish calls
             if isinstance(o, AudioChunk):
                 recorder.tap(o)
-            elif isinstance(o, StreamEnded):
-                site_, _, cid = o.call_key.partition("/")
-                on_call_event(b"", {"site": site_, "call_id": cid, "kind": "stream_ended", "ts_us": o.ts_us,
-                                    "caller": None, "callee": None, "start_us": None, "answer_us": None,
-                                    "end_reason": None, "speakers": [], "stream": dict(o.stats), "note": None})
-            elif isinstance(o, Note):
-                site_, _, cid = o.call_key.partition("/")
-                on_call_event(b"", {"site": site_, "call_id": cid, "kind": "note", "ts_us": o.ts_us,
-                                    "caller": None, "callee": None, "start_us": None, "answer_us": None,
-                                    "end_reason": None, "speakers": [], "stream": None, "note": o.text})
+            elif isinstance(o, (StreamEnded, Note)):
+                on_call_event(o.call_key.encode(), o.to_call_event())
 
     async def handle_dialog(outs: list[Any]) -> None:
         for o in outs:

@@ -127,7 +127,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     speakers = settings.get("speakers") or {}
     tracker = DialogTracker(DialogConfig(speaker_map=SpeakerMap.from_config(
         speakers.get("agent_networks") or [], speakers.get("agent_extensions") or [])))
-    joiner = MediaJoiner(pending_s=float(worker.get("pending_s", 5.0)), idle_s=float(worker.get("idle_s", 30.0)))
+    joiner = MediaJoiner(max_pending_s=float(worker.get("pending_s", 5.0)), idle_s=float(worker.get("idle_s", 30.0)))
     assembler = CallAssembler()
     stt = settings["stt"]
     state: dict[str, Any] = {"data_us": 0, "data_wall": time.monotonic(), "ready": False}
@@ -219,7 +219,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                     LAG_S.set(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
                     outs = []
                     for entry in rec["streams"]:  # a restarted worker: seed the joiner from the table
-                        if not joiner.knows(entry["stream_key"]):
+                        if not joiner.index.bindings(entry["stream_key"]):
                             for b in bindings_table.get(entry["stream_key"]) or []:
                                 outs += joiner.on_binding(b)
                     outs += joiner.on_rtp_batch(rec)

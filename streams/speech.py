@@ -59,23 +59,15 @@ class SpeechRouter:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
             elif isinstance(out, Note):
-                site, _, call_id = out.call_key.partition("/")
-                self.on_call_event(out.call_key.encode(), {
-                    "site": site, "call_id": call_id, "kind": "note", "ts_us": out.ts_us, "caller": None,
-                    "callee": None, "start_us": None, "answer_us": None, "end_reason": None, "speakers": [],
-                    "stream": None, "note": out.text})
+                self.on_call_event(out.call_key.encode(), out.to_call_event())
 
     async def _end_stream(self, ended: StreamEnded) -> None:
         key = (ended.call_key, ended.speaker)
         await self.pool.close(key)
-        site, _, call_id = ended.call_key.partition("/")
-        notes = None
+        ev = ended.to_call_event()
         if key in self.pool.failed:
-            notes = f"STT failed for {ended.speaker}: {self.pool.failed.pop(key)}"
-        self.on_call_event(ended.call_key.encode(), {
-            "site": site, "call_id": call_id, "kind": "stream_ended", "ts_us": ended.ts_us, "caller": None,
-            "callee": None, "start_us": None, "answer_us": None, "end_reason": None, "speakers": [],
-            "stream": dict(ended.stats), "note": notes})
+            ev["note"] = f"STT failed for {ended.speaker}: {self.pool.failed.pop(key)}"
+        self.on_call_event(ended.call_key.encode(), ev)
         self._roles.pop(key, None)
 
     async def drain(self) -> None:
