@@ -80,8 +80,8 @@ TRIM_THRESHOLD = 200  # |sample| below this (16-bit) counts as silence when trim
 
 
 # --------------------------------------------------------------------------------------------- audio
-def synthesize(text: str, voice: str, workdir: Path) -> np.ndarray:
-    """espeak-ng -> sox -> int16 mono at 8 kHz, leading/trailing silence trimmed.
+def synthesize(text: str, voice: str, workdir: Path, rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """espeak-ng -> sox -> int16 mono at ``rate`` Hz (8 kHz for the capture), edge silence trimmed.
 
     Raises:
         RuntimeError: espeak-ng or sox is missing or failed.
@@ -95,7 +95,7 @@ def synthesize(text: str, voice: str, workdir: Path) -> np.ndarray:
     # -R: repeatable (fixed seeds), -D: no dither; gain -n -3 normalises both voices to -3 dBFS peak.
     subprocess.run(
         ["sox", "-R", str(wav), "-D", "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
-         "-L", "-r", str(SAMPLE_RATE_HZ), str(raw), "gain", "-n", "-3"],
+         "-L", "-r", str(rate), str(raw), "gain", "-n", "-3"],
         check=True,
     )
     pcm = np.fromfile(raw, dtype="<i2").astype(np.int16)

@@ -196,19 +196,23 @@ async def _handler(ws: ServerConnection, state: ServerState) -> None:
 
 
 async def serve_forever(args: argparse.Namespace, stop: asyncio.Future[None] | None = None, *,
-                        announce: bool | None = None) -> None:
+                        announce: bool | None = None, engine: Engine | None = None,
+                        ready: asyncio.Future[str] | None = None) -> None:
     """Load the engine, listen, announce readiness, serve until ``stop`` resolves.
 
     Standalone (``stop`` None): SIGINT/SIGTERM stop the server and the ready line is printed to stdout.
     Embedded (a caller's ``stop`` future, e.g. ``spanscribe transcribe`` running the engine in-process):
     no signal handlers are installed and readiness is only logged, unless ``announce`` is True.
-    ``args`` needs only the attributes it uses; missing ones take the CLI defaults.
+    ``args`` needs only the attributes it uses; missing ones take the CLI defaults. ``engine`` overrides
+    ``args.engine``/``args.model`` (an embedding caller may share one loaded model). ``ready``, if given,
+    receives the ``ws://host:port`` URL once the socket listens (useful with port 0).
     """
     standalone = stop is None
     announce = standalone if announce is None else announce
-    engine = make_engine(getattr(args, "engine", "whisper") or "whisper", getattr(args, "model", None),
-                         threads=int(getattr(args, "threads", 2) or 2),
-                         beam_size=int(getattr(args, "beam_size", 2) or 2))
+    if engine is None:
+        engine = make_engine(getattr(args, "engine", "whisper") or "whisper", getattr(args, "model", None),
+                             threads=int(getattr(args, "threads", 2) or 2),
+                             beam_size=int(getattr(args, "beam_size", 2) or 2))
     # One worker thread: CTranslate2 already uses `threads` cores inside each call, and one queue keeps
     # finals in arrival order across sessions.
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-engine")
@@ -216,10 +220,16 @@ async def serve_forever(args: argparse.Namespace, stop: asyncio.Future[None] | N
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = loop.create_future()
+    done: asyncio.Future[None] = stop
+
+    def _stop() -> None:
+        if not done.done():
+            done.set_result(None)
+
     if standalone:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+                loop.add_signal_handler(sig, _stop)
             except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
                 pass
     host = getattr(args, "host", "127.0.0.1") or "127.0.0.1"
@@ -231,6 +241,8 @@ async def serve_forever(args: argparse.Namespace, stop: asyncio.Future[None] | N
                      state.max_sessions)
             if announce:
                 print(f"ready on ws://{host}:{port}", flush=True)
+            if ready is not None and not ready.done():
+                ready.set_result(f"ws://{host}:{port}")
             await stop
             log.info("shutting down (%d active sessions)", state.active)
     finally:

@@ -98,6 +98,12 @@ def _load_make_example() -> Any:
     return sys.modules[name]
 
 
+@pytest.fixture(scope="session")
+def make_example() -> Any:
+    """examples/make_example.py as a module (synthesize, mulaw codec, SCRIPTS, VOICES)."""
+    return _load_make_example()
+
+
 @dataclass(frozen=True)
 class CallAudio:
     expected: dict[str, Any]  # the call's entry in call-g711.expected.json
