@@ -164,6 +164,9 @@ class JitterBuffer:
         n = int(seq.shape[0])
         if n == 0:
             return self._release(force=False)
+        fast = self._fast_path(ssrc, seq, rtp_ts, capture_us, payload_type, offsets, payloads)
+        if fast is not None:
+            return fast
         outs: list[Frames] = []
         if self._ssrc is not None and ssrc != self._ssrc:
             outs.append(self._restart())
@@ -189,6 +192,36 @@ class JitterBuffer:
             start = stop
         outs.append(self._release(force=False))
         return _concat(outs, ssrc)
+
+    def _fast_path(self, ssrc: int, seq: npt.NDArray[Any], rtp_ts: npt.NDArray[Any], capture_us: npt.NDArray[Any],
+                   payload_type: npt.NDArray[Any], offsets: I64, payloads: bytes) -> Frames | None:
+        """The common case, without sorting or set lookups: nothing held and the batch continues the
+        played sequence in order. Returns None when the general path is needed."""
+        if (ssrc != self._ssrc or self._ref is None or self._played is None or self._ext.size
+                or self._played != self._ref):
+            return None
+        ext = self._ref + _seq_delta(self._ref & 0xFFFF, seq)
+        n = int(ext.shape[0])
+        if int(ext[0]) != self._played + 1 or int(ext[-1]) != self._played + n or (n > 2 and not bool(
+                np.all(ext[1:] - ext[:-1] == 1))):
+            return None
+        cap = capture_us.astype(np.int64)
+        ts64 = rtp_ts.astype(np.int64)
+        now = int(cap.max())
+        if self._now_us is None or now > self._now_us:
+            self._now_us = now
+        self._jitter_update(ts64, cap)
+        self._received += n
+        self._packets += n
+        self._ref = self._played = int(ext[-1])
+        self._remember(ext)
+        return self._place(ext, ts64, cap, payload_type.astype(np.uint8), offsets - offsets[0], payloads)
+
+    def _remember(self, ext: I64) -> None:
+        self._recent.update(ext.tolist())
+        if len(self._recent) > _RECENT and self._played is not None:
+            floor = self._played - _RECENT // 2  # prune to half, so pruning is rare
+            self._recent = {e for e in self._recent if e > floor}
 
     def advance(self, now_us: int) -> Frames:
         """Move capture time on without packets (an idle stream): releases gaps past the window."""
@@ -288,10 +321,7 @@ class JitterBuffer:
         frames = self._place(out_ext, self._ts[:count], self._cap[:count], self._pt[:count],
                              self._off[: count + 1].copy(), self._pay[: int(self._off[count])])
         self._played = int(out_ext[-1])
-        self._recent.update(out_ext.tolist())
-        if len(self._recent) > _RECENT:
-            floor = self._played - _RECENT
-            self._recent = {e for e in self._recent if e > floor}
+        self._remember(out_ext)
         self._ext = self._ext[count:]
         self._ts = self._ts[count:]
         self._cap = self._cap[count:]

@@ -389,7 +389,8 @@ class MediaJoiner:
             audio = np.zeros(sel.size, dtype=bool)
         else:
             audio = np.zeros(sel.size, dtype=bool)
-            for p in np.unique(pt).tolist():
+            p0 = int(pt[0])
+            for p in ([p0] if bool(np.all(pt == p0)) else np.unique(pt).tolist()):
                 fmt = pmap.get(int(p))
                 here = pt == p
                 if fmt is None:
@@ -407,11 +408,13 @@ class MediaJoiner:
                     continue
                 audio |= here
         # strip every payload that is not decodable audio BEFORE buffering (DTMF never stored)
-        keep_bytes = np.repeat(audio, lens)
         all_off = cols.payload_offsets
-        pay_sel, off_sel = gather_payloads(cols.payloads, all_off, sel)
+        if sel.size == cols.count:  # the whole entry (the common case): no copy
+            pay_sel, off_sel = cols.payloads, all_off
+        else:
+            pay_sel, off_sel = gather_payloads(cols.payloads, all_off, sel)
         if not audio.all():
-            pay_sel = np.frombuffer(pay_sel, dtype=np.uint8)[keep_bytes].tobytes()
+            pay_sel = np.frombuffer(pay_sel, dtype=np.uint8)[np.repeat(audio, lens)].tobytes()
             new_lens = np.where(audio, lens, 0)
             off_sel = np.zeros(sel.size + 1, dtype=np.int64)
             np.cumsum(new_lens, out=off_sel[1:])
@@ -481,7 +484,10 @@ class MediaJoiner:
                           and bool(np.all(p[1:] == p[:-1] + dur[:-1])))
             if contiguous:
                 s_idx = sel[a:z]
-                payload, _ = gather_payloads(fr.payloads, offs, s_idx)
+                if s_idx.size == fr.count:
+                    payload = fr.payloads
+                else:
+                    payload, _ = gather_payloads(fr.payloads, offs, s_idx)
                 if chunk_start is None:
                     chunk_start = st.out_pos
                 chunk.append(self._to_stt(st, dec, dec.decode_many(payload, lens[a:z])))

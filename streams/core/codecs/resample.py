@@ -38,6 +38,8 @@ def _design(up: int, down: int) -> npt.NDArray[np.float64]:
     return np.ascontiguousarray(bank[:, ::-1])
 
 
+_MAX_CORRELATE_PHASES = 8  # up to this many polyphase branches, correlate each over the whole block
+
 _BANKS: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
 
 
@@ -76,8 +78,14 @@ class Resampler:
         idx = np.arange(self._next, total_up, self.down, dtype=np.int64)
         i0 = idx // self.up
         ph = idx - i0 * self.up
-        win = sliding_window_view(ext, k)  # win[i] = ext[i .. i+k-1] = x[i-k+1 .. i]
-        y: npt.NDArray[np.float64] = np.einsum("ij,ij->i", win[i0], self._bank[ph])
+        y: npt.NDArray[np.float64]
+        if self.up <= _MAX_CORRELATE_PHASES:
+            # one correlation per phase over the whole block (C loops, no gathers), then pick
+            conv = np.stack([np.correlate(ext, self._bank[p], "valid") for p in range(self.up)])
+            y = conv[ph, i0]
+        else:
+            win = sliding_window_view(ext, k)  # win[i] = ext[i .. i+k-1] = x[i-k+1 .. i]
+            y = np.einsum("ij,ij->i", win[i0], self._bank[ph])
         last = int(idx[-1]) if idx.size else self._next - self.down
         self._next = last + self.down - total_up
         self._hist = ext[-(k - 1):].copy()
