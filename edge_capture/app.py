@@ -177,6 +177,9 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
         print(f"spanscribe edge: cannot start the producer: {exc}", file=sys.stderr)
         return 1
     pipeline = EdgePipeline(cfg, sink)
+    if getattr(args, "summary_json", None):
+        # Opened now, while we may still be root: --user drops privileges before the summary is written.
+        args._summary_file = open(args.summary_json, "w", encoding="utf-8")  # noqa: SIM115
     log_interval = float(getattr(args, "log_interval_s", None) or 10.0)
     source: Any = None
     f: Any = None
@@ -288,10 +291,11 @@ def _finish(pipeline: EdgePipeline, sink: Any, source: Any, args: argparse.Names
              st.frames, elapsed, st.frames / max(elapsed, 1e-6), st.sip_messages, len(pipeline.calls),
              st.rtp_packets, len(summary["rtp_streams"]), st.rtcp_packets, st.rtp_batches, sum(st.errors.values()),
              f", {left} records NOT delivered" if left else "")
-    path = getattr(args, "summary_json", None)
-    if path:
-        with open(path, "w", encoding="utf-8") as out:
+    out = getattr(args, "_summary_file", None)
+    if out is not None:
+        with out:
             json.dump(summary, out, indent=1, sort_keys=True)
+        args._summary_file = None
     if left or getattr(sink, "failed", 0):
         return 1
     return 0
