@@ -211,7 +211,8 @@ class MediaJoiner:
     Args:
         stt_rate: output sample rate (Hz).
         window_ms / max_gap_ms: jitter buffer window; the longest gap filled with silence.
-        max_pending_s / max_pending_bytes: bounds of the buffer of RTP waiting for its binding.
+        pending_s (alias max_pending_s) / max_pending_bytes: bounds of the buffer of RTP waiting for
+            its binding.
         idle_s: a stream without packets for this long (capture time) ends.
         close_grace_ms: after a binding closes, RTP up to this much later (capture time) may still
             arrive (topics are consumed independently); the stream ends when the newest capture time
@@ -219,9 +220,11 @@ class MediaJoiner:
         index: the binding index (a Faust table behind it in the worker).
     """
 
-    def __init__(self, stt_rate: int = 16000, window_ms: int = 200, max_gap_ms: int = 1000,
-                 max_pending_s: float = 5.0, max_pending_bytes: int = 8 << 20, idle_s: float = 30.0,
-                 close_grace_ms: int = 500, index: BindingIndex | None = None) -> None:
+    def __init__(self, *, stt_rate: int = 16000, window_ms: int = 200, max_gap_ms: int = 1000,
+                 pending_s: float | None = None, max_pending_s: float = 5.0, max_pending_bytes: int = 8 << 20,
+                 idle_s: float = 30.0, close_grace_ms: int = 500, index: BindingIndex | None = None) -> None:
+        if pending_s is not None:
+            max_pending_s = pending_s
         self.stt_rate = stt_rate
         self.window_ms = window_ms
         self.max_gap_ms = max_gap_ms
@@ -242,18 +245,36 @@ class MediaJoiner:
                                          "non_audio_packets": 0, "unknown_codec_packets": 0}
 
     # -- public API ---------------------------------------------------------------------------------
+    def knows(self, stream_key: str) -> bool:
+        """True if any binding (open or closed) is held for ``stream_key``."""
+        return bool(self.index.bindings(stream_key))
+
+    def seed(self, bindings: Iterable[Binding]) -> None:
+        """Load bindings into the index with no side effect (a restarted worker, from its table)."""
+        for b in bindings:
+            self.index.apply(b)
+
     def on_binding(self, binding: Binding) -> list[MediaOut]:
-        """Apply a MediaBinding (open, replace or close). Replays pending RTP; may end a stream."""
-        self.index.apply(binding)
+        """Apply a MediaBinding (open, replace or close). Replays pending RTP; may end a stream.
+
+        A close ends the speaker stream on that key once capture time passes it plus
+        ``close_grace_ms``; if no RTP ever came, a StreamEnded with zero statistics is still produced,
+        but only when this joiner had seen the binding open (so re-applying old closed bindings after
+        a restart ends nothing).
+        """
         key = str(binding["stream_key"])
+        call_id, speaker = str(binding["call_id"]), str(binding["speaker"])
+        was_open = any(b["version"] == binding["version"] for b in self.index.open_for(key, call_id, speaker))
+        self.index.apply(binding)
         out: list[MediaOut] = []
         if binding.get("valid_until_us") is None:
             out += self._replay(key)
         else:
-            call_id, speaker = str(binding["call_id"]), str(binding["speaker"])
             if not self.index.open_for(key, call_id, speaker):
                 ident = f"{key}|{call_id}|{speaker}"
                 st = self.streams.get(ident)
+                if st is None and not was_open:
+                    return out
                 if st is None:  # a binding that never carried RTP still ends (the assembler waits for it)
                     st = _Stream(binding, self.stt_rate, self.window_ms, self.max_gap_ms)
                     st.last_us = int(binding["valid_until_us"])

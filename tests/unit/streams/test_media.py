@@ -322,3 +322,17 @@ def test_capture_codec_change_pcmu_to_g722(capture: Any) -> None:
     ends = [o for o in out if isinstance(o, StreamEnded)]
     assert {e.stats["codec"] for e in ends} >= {"G722"}
     assert j.counters["unknown_codec_packets"] == 0
+
+
+def test_reseeding_closed_bindings_ends_nothing_and_knows() -> None:
+    j = MediaJoiner(pending_s=2.0)
+    assert not j.knows(KEY)
+    j.seed([binding("old", until=T0 + 1_000_000)])
+    assert j.knows(KEY)
+    assert j.on_binding(binding("old", until=T0 + 1_000_000)) == []
+    assert j.expire(T0 + 60_000_000) == []
+    # but a binding seen open, then closed without RTP, reports its (empty) stream end
+    j.on_binding(binding("new", frm=T0 + 2_000_000))
+    out = j.on_binding(binding("new", frm=T0 + 2_000_000, until=T0 + 3_000_000)) + j.expire(T0 + 4_000_000)
+    ended = [o for o in out if isinstance(o, StreamEnded)]
+    assert [(e.call_id, e.stats["packets"]) for e in ended] == [("new", 0)]
