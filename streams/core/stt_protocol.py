@@ -81,7 +81,8 @@ class VoskSession:
         ``start_s`` (seconds from call start of the first sample) anchors audio time to call time;
         None means the audio continues the previous frame.
         """
-        if start_s is not None:
+        if start_s is not None and (self._samples == 0 or abs(self.call_time(self.sent_s) - start_s) > 0.0005):
+            # a new anchor only where the audio does not simply continue (keeps the list short)
             if self._anchor_samples[-1] == self._samples:
                 self._anchor_call_s[-1] = float(start_s)
             else:

@@ -57,3 +57,11 @@ def test_segment_validates_against_schema() -> None:
     seg = to_segment(site="s1", call_id="c", speaker="callee", role=None,
                      result=Partial("x", 0.0, 1.0), engine="vosk")
     assert avro_roundtrip("TranscriptSegment", seg) == seg
+
+
+def test_contiguous_chunks_add_no_anchors() -> None:
+    s = VoskSession(16000)
+    for i in range(100):
+        s.audio_message(np.zeros(1600, dtype=np.int16), start_s=5.0 + i * 0.1)
+    assert len(s.snapshot()["anchor_samples"]) == 1
+    assert s.call_time(9.95) == 14.95
