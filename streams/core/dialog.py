@@ -176,7 +176,7 @@ def _new_call(site: str, call_id: str, msg: sipmod.SipMessage, ts_us: int) -> di
         "open": {}, "owners": {},
         "media_ips": {"caller": [], "callee": []},
         "speakers": [], "notes": [],
-        "pending": {},  # "<cseq>/<method>" -> {"party", "tag", "ts", "sdp": [media dicts]}
+        "pending": {},  # "<cseq>/<method>/<requester>" -> {"party", "tag", "ts", "sdp": [media dicts]}
     }
 
 
@@ -288,7 +288,10 @@ class DialogTracker:
         # (callee requests carry it in From, responses to caller requests in To)
         tag = ((msg.from_tag if msg.is_request else msg.to_tag) or "") if sender == "callee" else ""
         sdps = self._sdps(msg)
-        cseq_key = f"{msg.cseq_num}/{msg.cseq_method}"
+        # caller and callee number their requests independently (RFC 3261 §12.2.1.1): a pending offer
+        # is keyed by the sender of the request too (a response comes from the other party)
+        requester = sender if msg.is_request else ("callee" if sender == "caller" else "caller")
+        cseq_key = f"{msg.cseq_num}/{msg.cseq_method}/{requester}"
         initial = (msg.cseq_method == "INVITE" and msg.cseq_num == call["invite_cseq"] and from_caller)
 
         if msg.is_request:

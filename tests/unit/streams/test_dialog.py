@@ -174,6 +174,15 @@ def test_reinvite_port_change_from_callee() -> None:
     assert opened(o) == [(f"s1/{B_IP}/6100", "caller", 3)]
 
 
+def test_cseq_spaces_of_both_parties_do_not_mix() -> None:
+    f = Flow()
+    f.basic_call()
+    assert f.req("INVITE", 1, sdp(B_IP, 6100), from_caller=False) == []  # callee re-offer, its CSeq 1
+    assert f.resp(200, 1, body=sdp(B_IP, 6000)) == []  # a retransmitted 200 to the caller's INVITE 1
+    o = f.resp(200, 1, body=sdp(A_IP, 4000), to_caller=False)  # the answer to the callee's re-offer
+    assert closed(o) == [(f"s1/{B_IP}/6000", "caller", 2)] and opened(o) == [(f"s1/{B_IP}/6100", "caller", 3)]
+
+
 def test_rejected_reinvite_keeps_media() -> None:
     f = Flow()
     f.basic_call()
