@@ -42,6 +42,10 @@ FAILED = counter("spanscribe_worker_failed_records_total", "Records whose handli
                  ("agent",))
 CALLS_ACTIVE = gauge("spanscribe_calls_active", "Calls tracked by this worker's signalling agent.")
 CALLS_DONE = counter("spanscribe_calls_finished_total", "CallTranscript documents written.")
+MEDIA = counter("spanscribe_media_packets_total", "RTP packets seen by the media join, by outcome.", ("outcome",))
+UNMATCHED = counter("spanscribe_rtp_unmatched_total", "RTP packets that never matched a media binding.")
+STREAMS_ACTIVE = gauge("spanscribe_streams_active", "Speaker streams held by this worker's media join.")
+PENDING = gauge("spanscribe_rtp_pending_packets", "RTP packets waiting for their binding.")
 LAG_S = gauge("spanscribe_capture_to_process_seconds",
               "Wall time minus capture time of the last RTP batch handled (real-time lag).")
 
@@ -113,10 +117,9 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     assembler_in = app.topic(topic_name(settings, "transcripts"), topic_name(settings, "call-events"),
                              key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                              partitions=n)
-    dialogs_table = app.Table("dialogs", default=None, partitions=n, key_serializer="json",
-                              value_serializer="json")
-    bindings_table = app.Table("bindings", default=None, partitions=n, key_serializer="json",
-                               value_serializer="json")
+    json_schema = faust.Schema(key_type=str, value_type=None, key_serializer="json", value_serializer="json")
+    dialogs_table = app.Table("dialogs", default=None, partitions=n, schema=json_schema)
+    bindings_table = app.Table("bindings", default=None, partitions=n, schema=json_schema)
 
     codecs = {name: AvroCodec(name, registry=None) for name in
               ("SipMessage", "RtpBatch", "MediaBinding", "TranscriptSegment", "CallEvent", "CallTranscript")}
@@ -127,7 +130,11 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     speakers = settings.get("speakers") or {}
     tracker = DialogTracker(DialogConfig(speaker_map=SpeakerMap.from_config(
         speakers.get("agent_networks") or [], speakers.get("agent_extensions") or [])))
-    joiner = MediaJoiner(max_pending_s=float(worker.get("pending_s", 5.0)), idle_s=float(worker.get("idle_s", 30.0)))
+    # RTP may be read well before its binding when a backlog is consumed (both topics are read at once,
+    # the rtp topic holds ~1000x more bytes): hold it by capture time AND a memory bound.
+    joiner = MediaJoiner(max_pending_s=float(worker.get("pending_s", 120.0)),
+                         max_pending_bytes=int(float(worker.get("pending_mb", 64)) * (1 << 20)),
+                         idle_s=float(worker.get("idle_s", 30.0)))
     assembler = CallAssembler()
     stt = settings["stt"]
     state: dict[str, Any] = {"data_us": 0, "data_wall": time.monotonic(), "ready": False}
@@ -246,10 +253,25 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             except Exception as exc:
                 dead_letter("assembler", event, exc)
 
+    exported: dict[str, int] = {}
+
+    def export_media_counters() -> None:
+        for name, value in joiner.counters.items():
+            delta = value - exported.get(name, 0)
+            if delta > 0:
+                if name == "unmatched_packets":
+                    UNMATCHED.inc(delta)
+                else:
+                    MEDIA.labels(outcome=name).inc(delta)
+            exported[name] = value
+        STREAMS_ACTIVE.set(len(joiner.streams))
+        PENDING.set(joiner.pending_packets)
+
     @app.timer(interval=1.0)
     async def tick() -> None:
         now = data_now_us()
         try:
+            export_media_counters()
             await send_dialog_outputs(tracker.expire(now))
             await router.handle(joiner.expire(now))
             for doc in assembler.expire(now):

@@ -16,7 +16,7 @@ from streams.stt_pool import SttPool
 
 log = logging.getLogger(__name__)
 
-SEGMENTS = counter("spanscribe_segments_total", "Transcript segments emitted.", ("final",))
+SEGMENTS = counter("spanscribe_transcript_segments_total", "Transcript segments emitted.", ("final",))
 
 SegmentSink = Callable[[bytes, dict[str, Any]], None]     # (key b"site/Call-ID", TranscriptSegment)
 CallEventSink = Callable[[bytes, dict[str, Any]], None]   # (key b"site/Call-ID", CallEvent)

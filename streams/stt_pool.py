@@ -28,7 +28,7 @@ from streams.core.stt_protocol import Final, SttResult, VoskSession
 
 log = logging.getLogger(__name__)
 
-SESSIONS = gauge("spanscribe_stt_sessions", "Open STT sessions.")
+SESSIONS = gauge("spanscribe_stt_sessions_active", "Open STT sessions.")
 SESSIONS_OPENED = counter("spanscribe_stt_sessions_opened_total", "STT sessions opened.")
 RECONNECTS = counter("spanscribe_stt_reconnects_total", "STT connections lost and re-opened.", ("reason",))
 RESENT_S = counter("spanscribe_stt_resent_audio_seconds_total", "Audio seconds sent again after a lost session.")
