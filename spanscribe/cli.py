@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PATH", help="with no --stt-url: run the reference engine in-process on this model")
     p.add_argument("--site", default="offline", help="site name for keys (default offline)")
     p.add_argument("--no-stt", action="store_true", help="decode and write WAVs only, no transcription")
+    p.add_argument("--wav-rate", type=int, default=16000, metavar="HZ",
+                   help="with --no-stt: WAV sample rate (default 16000, what STT gets); 8000 writes G.711's "
+                        "decoded audio unresampled")
 
     # -- stt-server -----------------------------------------------------------------------------
     p = add("stt-server", "run the reference STT websocket server (Vosk protocol, faster-whisper)",
@@ -195,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
             "everything (also on Ctrl-C).")
     p.add_argument("--pcap", help="capture to play (default: the bundled example call)")
     p.add_argument("--port", type=int, default=9092, help="local broker port (default 9092)")
-    p.add_argument("--stt-port", type=int, default=2700, help="reference STT server port (default 2700)")
+    p.add_argument("--stt-port", type=int, default=0, help="reference STT server port (default: a free port)")
+    p.add_argument("--agent-extension", default="^support$", metavar="REGEX",
+                   help="SIP user names of agents, to label speakers agent/customer (default ^support$)")
     p.add_argument("--timeout-s", type=float, default=240.0, help="give up after this long (default 240)")
     p.add_argument("--keep-running", action="store_true", help="leave the broker running afterwards")
     return parser

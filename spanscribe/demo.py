@@ -36,11 +36,11 @@ def say(msg: str) -> None:
 
 @contextlib.contextmanager
 def _process(name: str, argv: list[str], log_path: Path, ready: str | None = None,
-             timeout_s: float = 120.0) -> Iterator[subprocess.Popen[bytes]]:
+             timeout_s: float = 120.0, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run a child process with output to ``log_path``; wait for ``ready`` in its output; stop on exit."""
     log = log_path.open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         if ready is not None:
             deadline = time.monotonic() + timeout_s
@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
              _process("worker", spanscribe + ["worker", *common, "--partitions", "2", "--app-id", f"demo-{run_id}",
                                               "--web-port", str(web_port), "--stt-url", f"ws://127.0.0.1:{stt_port}",
                                               "--data-dir", str(work / "worker"), "--store", "memory"],
-                      work / "worker.log") as worker:
+                      work / "worker.log",
+                      env=dict(os.environ, SPANSCRIBE_SPEAKERS__AGENT_EXTENSIONS=args.agent_extension)) as worker:
             _wait_http(f"http://127.0.0.1:{web_port}/readyz", 180, worker, work / "worker.log")
             say(f"worker ready; running the edge capturer on {pcap.name} ...")
             edge = subprocess.run(spanscribe + ["edge", "--pcap", str(pcap), "--site", "demo", *common,
