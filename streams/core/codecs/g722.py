@@ -39,103 +39,218 @@ _QMF = np.array([3, -11, 12, 32, -210, 951, 3876, -805, 362, -156, 53, -11], dty
 _QMF_REV = _QMF[::-1].copy()
 
 
-def _sat(x: int) -> int:
-    return 32767 if x > 32767 else (-32768 if x < -32768 else x)
+def _adpcm(codes: bytes, st: list[int]) -> tuple[list[int], list[int]]:
+    """Both sub-band ADPCM decoders over ``codes``; ``st`` (2 x 22 ints) is updated in place.
 
-
-class _Band:
-    """State of one sub-band's adaptive predictor (the ITU "block 4" variables)."""
-
-    __slots__ = ("s", "sp", "sz", "r", "a", "ap", "p", "d", "b", "bp", "nb", "det")
-
-    def __init__(self, det: int) -> None:
-        self.s = 0
-        self.sp = 0
-        self.sz = 0
-        self.r = [0, 0, 0]
-        self.a = [0, 0, 0]
-        self.ap = [0, 0, 0]
-        self.p = [0, 0, 0]
-        self.d = [0] * 7
-        self.b = [0] * 7
-        self.bp = [0] * 7
-        self.nb = 0
-        self.det = det
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, list) else v) for k in self.__slots__ for v in [getattr(self, k)]}
-
-    def load(self, d: dict[str, Any]) -> None:
-        for k in self.__slots__:
-            v = d[k]
-            setattr(self, k, list(v) if isinstance(v, list) else int(v))
-
-    def block4(self, dx: int) -> None:
-        """Predictor update (ITU-T G.722 block 4: RECONS, PARREC, UPPOL2, UPPOL1, UPZERO, DELAYA, FILTEP, FILTEZ, PREDIC)."""
-        r = self.r
-        p = self.p
-        a = self.a
-        d = self.d
-        b = self.b
-        # RECONS / PARREC
-        d[0] = dx
-        r[0] = _sat(self.s + dx)
-        p[0] = _sat(self.sz + dx)
+    Returns the reconstructed low-band (rlow) and high-band (rhigh) signals. Generated, inlined form of
+    ITU-T G.722 blocks 2L-6L, 2H-6H and 4 (the predictor), with every state variable a local: the
+    recursion is serial, so this is about the fastest pure Python can be.
+    """
+    (ls, lsz, lr1, lr2, la1, la2, lp1, lp2, ld1, ld2, ld3, ld4, ld5, ld6, lb1, lb2, lb3, lb4, lb5, lb6, lnb, ldet,
+     hs, hsz, hr1, hr2, ha1, ha2, hp1, hp2, hd1, hd2, hd3, hd4, hd5, hd6, hb1, hb2, hb3, hb4, hb5, hb6, hnb, hdet) = st
+    n = len(codes)
+    rl = [0] * n
+    rh = [0] * n
+    qm6 = _QM6
+    qm4 = _QM4
+    qm2 = _QM2
+    wl = _WL
+    rl42 = _RL42
+    wh = _WH
+    rh2 = _RH2
+    ilb = _ILB
+    for j in range(n):
+        code = codes[j]
+        ilow = code & 0x3F
+        ihigh = code >> 6
+        # 5L INVQBL + RECONS + 6L LIMIT
+        t = ls + ((ldet * qm6[ilow]) >> 15)
+        rl[j] = 16383 if t > 16383 else (-16384 if t < -16384 else t)
+        # 2L INVQAL, 3L LOGSCL + SCALEL
+        i4 = ilow >> 2
+        dlow = (ldet * qm4[i4]) >> 15
+        t = ((lnb * 127) >> 7) + wl[rl42[i4]]
+        lnb = 0 if t < 0 else (18432 if t > 18432 else t)
+        sh = 8 - (lnb >> 11)
+        ldet = ((ilb[(lnb >> 6) & 31] << -sh) if sh < 0 else (ilb[(lnb >> 6) & 31] >> sh)) << 2
+        # block 4 (low band): RECONS, PARREC
+        t = ls + dlow
+        r0 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = lsz + dlow
+        p0 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
         # UPPOL2
-        sg0 = p[0] >> 15
-        sg1 = p[1] >> 15
-        sg2 = p[2] >> 15
-        wd1 = _sat(a[1] << 2)
+        sg0 = p0 >> 15
+        sg1 = lp1 >> 15
+        t = la1 << 2
+        wd1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
         wd2 = -wd1 if sg0 == sg1 else wd1
         if wd2 > 32767:
             wd2 = 32767
-        wd3 = 128 if sg0 == sg2 else -128
-        wd3 += wd2 >> 7
-        wd3 += (a[2] * 32512) >> 15
-        if wd3 > 12288:
-            wd3 = 12288
-        elif wd3 < -12288:
-            wd3 = -12288
-        ap2 = wd3
+        ap2 = (128 if sg0 == (lp2 >> 15) else -128) + (wd2 >> 7) + ((la2 * 32512) >> 15)
+        if ap2 > 12288:
+            ap2 = 12288
+        elif ap2 < -12288:
+            ap2 = -12288
         # UPPOL1
-        wd1 = 192 if sg0 == sg1 else -192
-        wd2 = (a[1] * 32640) >> 15
-        ap1 = _sat(wd1 + wd2)
-        wd3 = _sat(15360 - ap2)
-        if ap1 > wd3:
-            ap1 = wd3
-        elif ap1 < -wd3:
-            ap1 = -wd3
-        # UPZERO
-        wd1 = 0 if dx == 0 else 128
-        sgd = dx >> 15
-        bp = self.bp
-        for i in range(1, 7):
-            wd2 = wd1 if (d[i] >> 15) == sgd else -wd1
-            bp[i] = _sat(wd2 + ((b[i] * 32640) >> 15))
-        # DELAYA
-        for i in range(6, 0, -1):
-            d[i] = d[i - 1]
-            b[i] = bp[i]
-        r[2] = r[1]
-        r[1] = r[0]
-        p[2] = p[1]
-        p[1] = p[0]
-        a[2] = ap2
-        a[1] = ap1
-        self.ap[1] = ap1
-        self.ap[2] = ap2
-        # FILTEP
-        wd1 = (a[1] * _sat(r[1] + r[1])) >> 15
-        wd2 = (a[2] * _sat(r[2] + r[2])) >> 15
-        self.sp = _sat(wd1 + wd2)
-        # FILTEZ
-        sz = 0
-        for i in range(6, 0, -1):
-            sz += (b[i] * _sat(d[i] + d[i])) >> 15
-        self.sz = _sat(sz)
-        # PREDIC
-        self.s = _sat(self.sp + self.sz)
+        t = (192 if sg0 == sg1 else -192) + ((la1 * 32640) >> 15)
+        ap1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        lim = 15360 - ap2  # ap2 is within +-12288: no saturation needed
+        if ap1 > lim:
+            ap1 = lim
+        elif ap1 < -lim:
+            ap1 = -lim
+        # UPZERO (old d1..d6), DELAYA
+        if dlow == 0:
+            lb1 = (lb1 * 32640) >> 15
+            lb2 = (lb2 * 32640) >> 15
+            lb3 = (lb3 * 32640) >> 15
+            lb4 = (lb4 * 32640) >> 15
+            lb5 = (lb5 * 32640) >> 15
+            lb6 = (lb6 * 32640) >> 15
+        else:
+            sgd = dlow >> 15
+            t = (128 if (ld1 >> 15) == sgd else -128) + ((lb1 * 32640) >> 15)
+            lb1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (ld2 >> 15) == sgd else -128) + ((lb2 * 32640) >> 15)
+            lb2 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (ld3 >> 15) == sgd else -128) + ((lb3 * 32640) >> 15)
+            lb3 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (ld4 >> 15) == sgd else -128) + ((lb4 * 32640) >> 15)
+            lb4 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (ld5 >> 15) == sgd else -128) + ((lb5 * 32640) >> 15)
+            lb5 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (ld6 >> 15) == sgd else -128) + ((lb6 * 32640) >> 15)
+            lb6 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        ld6 = ld5
+        ld5 = ld4
+        ld4 = ld3
+        ld3 = ld2
+        ld2 = ld1
+        ld1 = dlow
+        lr2 = lr1
+        lr1 = r0
+        lp2 = lp1
+        lp1 = p0
+        la2 = ap2
+        la1 = ap1
+        # FILTEP, FILTEZ, PREDIC
+        t = lr1 + lr1
+        w1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = lr2 + lr2
+        w2 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = ((la1 * w1) >> 15) + ((la2 * w2) >> 15)
+        sp = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = 0
+        w1 = ld6 + ld6
+        t += (lb6 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = ld5 + ld5
+        t += (lb5 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = ld4 + ld4
+        t += (lb4 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = ld3 + ld3
+        t += (lb3 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = ld2 + ld2
+        t += (lb2 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = ld1 + ld1
+        t += (lb1 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        lsz = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = sp + lsz
+        ls = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        # 2H INVQAH + 5H RECONS + 6H LIMIT
+        dhigh = (hdet * qm2[ihigh]) >> 15
+        t = dhigh + hs
+        rh[j] = 16383 if t > 16383 else (-16384 if t < -16384 else t)
+        # 3H LOGSCH + SCALEH
+        t = ((hnb * 127) >> 7) + wh[rh2[ihigh]]
+        hnb = 0 if t < 0 else (22528 if t > 22528 else t)
+        sh = 10 - (hnb >> 11)
+        hdet = ((ilb[(hnb >> 6) & 31] << -sh) if sh < 0 else (ilb[(hnb >> 6) & 31] >> sh)) << 2
+        # block 4 (high band): RECONS, PARREC
+        t = hs + dhigh
+        r0 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = hsz + dhigh
+        p0 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        # UPPOL2
+        sg0 = p0 >> 15
+        sg1 = hp1 >> 15
+        t = ha1 << 2
+        wd1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        wd2 = -wd1 if sg0 == sg1 else wd1
+        if wd2 > 32767:
+            wd2 = 32767
+        ap2 = (128 if sg0 == (hp2 >> 15) else -128) + (wd2 >> 7) + ((ha2 * 32512) >> 15)
+        if ap2 > 12288:
+            ap2 = 12288
+        elif ap2 < -12288:
+            ap2 = -12288
+        # UPPOL1
+        t = (192 if sg0 == sg1 else -192) + ((ha1 * 32640) >> 15)
+        ap1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        lim = 15360 - ap2  # ap2 is within +-12288: no saturation needed
+        if ap1 > lim:
+            ap1 = lim
+        elif ap1 < -lim:
+            ap1 = -lim
+        # UPZERO (old d1..d6), DELAYA
+        if dhigh == 0:
+            hb1 = (hb1 * 32640) >> 15
+            hb2 = (hb2 * 32640) >> 15
+            hb3 = (hb3 * 32640) >> 15
+            hb4 = (hb4 * 32640) >> 15
+            hb5 = (hb5 * 32640) >> 15
+            hb6 = (hb6 * 32640) >> 15
+        else:
+            sgd = dhigh >> 15
+            t = (128 if (hd1 >> 15) == sgd else -128) + ((hb1 * 32640) >> 15)
+            hb1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (hd2 >> 15) == sgd else -128) + ((hb2 * 32640) >> 15)
+            hb2 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (hd3 >> 15) == sgd else -128) + ((hb3 * 32640) >> 15)
+            hb3 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (hd4 >> 15) == sgd else -128) + ((hb4 * 32640) >> 15)
+            hb4 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (hd5 >> 15) == sgd else -128) + ((hb5 * 32640) >> 15)
+            hb5 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+            t = (128 if (hd6 >> 15) == sgd else -128) + ((hb6 * 32640) >> 15)
+            hb6 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        hd6 = hd5
+        hd5 = hd4
+        hd4 = hd3
+        hd3 = hd2
+        hd2 = hd1
+        hd1 = dhigh
+        hr2 = hr1
+        hr1 = r0
+        hp2 = hp1
+        hp1 = p0
+        ha2 = ap2
+        ha1 = ap1
+        # FILTEP, FILTEZ, PREDIC
+        t = hr1 + hr1
+        w1 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = hr2 + hr2
+        w2 = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = ((ha1 * w1) >> 15) + ((ha2 * w2) >> 15)
+        sp = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = 0
+        w1 = hd6 + hd6
+        t += (hb6 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = hd5 + hd5
+        t += (hb5 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = hd4 + hd4
+        t += (hb4 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = hd3 + hd3
+        t += (hb3 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = hd2 + hd2
+        t += (hb2 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        w1 = hd1 + hd1
+        t += (hb1 * (32767 if w1 > 32767 else (-32768 if w1 < -32768 else w1))) >> 15
+        hsz = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+        t = sp + hsz
+        hs = 32767 if t > 32767 else (-32768 if t < -32768 else t)
+    st[:] = [ls, lsz, lr1, lr2, la1, la2, lp1, lp2, ld1, ld2, ld3, ld4, ld5, ld6, lb1, lb2, lb3, lb4, lb5, lb6, lnb, ldet,
+             hs, hsz, hr1, hr2, ha1, ha2, hp1, hp2, hd1, hd2, hd3, hd4, hd5, hd6, hb1, hb2, hb3, hb4, hb5, hb6, hnb, hdet]
+    return rl, rh
 
 
 class G722Decoder(Decoder):
@@ -146,8 +261,8 @@ class G722Decoder(Decoder):
     rtp_clock_rate = RTP_CLOCK_RATE
 
     def __init__(self) -> None:
-        self._low = _Band(det=32)
-        self._high = _Band(det=8)
+        # 22 state variables per band (see _adpcm); det starts at 32 (low) and 8 (high), ITU-T G.722 §6.2
+        self._st: list[int] = [0] * 21 + [32] + [0] * 21 + [8]
         # last 11 (rlow+rhigh, rlow-rhigh) pairs for the 24-tap receive QMF
         self._xa: list[int] = [0] * 11
         self._xb: list[int] = [0] * 11
@@ -159,53 +274,7 @@ class G722Decoder(Decoder):
         n = len(payload)
         if n == 0:
             return np.zeros(0, dtype=np.int16)
-        rl = [0] * n
-        rh = [0] * n
-        low = self._low
-        high = self._high
-        for j, code in enumerate(payload):
-            wd1 = code & 0x3F
-            ihigh = (code >> 6) & 0x03
-            # Block 5L INVQBL + RECONS + 6L LIMIT (6-bit inverse quantiser for the output)
-            rlow = low.s + ((low.det * _QM6[wd1]) >> 15)
-            if rlow > 16383:
-                rlow = 16383
-            elif rlow < -16384:
-                rlow = -16384
-            # Block 2L INVQAL (4-bit, feeds the predictor)
-            ilow4 = wd1 >> 2
-            dlowt = (low.det * _QM4[ilow4]) >> 15
-            # Block 3L LOGSCL + SCALEL
-            nb = ((low.nb * 127) >> 7) + _WL[_RL42[ilow4]]
-            if nb < 0:
-                nb = 0
-            elif nb > 18432:
-                nb = 18432
-            low.nb = nb
-            sh = 8 - (nb >> 11)
-            wd3 = (_ILB[(nb >> 6) & 31] << -sh) if sh < 0 else (_ILB[(nb >> 6) & 31] >> sh)
-            low.det = wd3 << 2
-            low.block4(dlowt)
-            # Block 2H INVQAH + 5H RECONS + 6H LIMIT
-            dhigh = (high.det * _QM2[ihigh]) >> 15
-            rhigh = dhigh + high.s
-            if rhigh > 16383:
-                rhigh = 16383
-            elif rhigh < -16384:
-                rhigh = -16384
-            # Block 3H LOGSCH + SCALEH
-            nb = ((high.nb * 127) >> 7) + _WH[_RH2[ihigh]]
-            if nb < 0:
-                nb = 0
-            elif nb > 22528:
-                nb = 22528
-            high.nb = nb
-            sh = 10 - (nb >> 11)
-            wd3 = (_ILB[(nb >> 6) & 31] << -sh) if sh < 0 else (_ILB[(nb >> 6) & 31] >> sh)
-            high.det = wd3 << 2
-            high.block4(dhigh)
-            rl[j] = rlow
-            rh[j] = rhigh
+        rl, rh = _adpcm(payload, self._st)
         rlow_a = np.array(rl, dtype=np.int64)
         rhigh_a = np.array(rh, dtype=np.int64)
         xa = np.concatenate([np.array(self._xa, dtype=np.int64), rlow_a + rhigh_a])
@@ -223,12 +292,10 @@ class G722Decoder(Decoder):
         return np.minimum(np.maximum(out, -32768), 32767).astype(np.int16)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"low": self._low.to_dict(), "high": self._high.to_dict(), "xa": list(self._xa),
-                "xb": list(self._xb)}
+        return {"st": list(self._st), "xa": list(self._xa), "xb": list(self._xb)}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._low.load(state["low"])
-        self._high.load(state["high"])
+        self._st = [int(v) for v in state["st"]]
         self._xa = [int(v) for v in state["xa"]]
         self._xb = [int(v) for v in state["xb"]]
 

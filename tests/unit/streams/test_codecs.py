@@ -85,6 +85,24 @@ def test_g722_vs_ffmpeg(capture, tmp_path: Path) -> None:  # type: ignore[no-unt
     assert int(np.abs(ref).max()) > 1000  # real speech, not silence
 
 
+def test_g722_random_codes_vs_ffmpeg(tmp_path: Path) -> None:
+    """Random code words drive the predictors into their limits and saturations."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed: it is the G.722 reference decoder (apt-get install ffmpeg)")
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 256, size=24000, dtype=np.uint8).tobytes()
+    data += bytes([0x00] * 2000 + [0xFF] * 2000 + [0x3F, 0xC0] * 1000)  # constant extremes
+    src = tmp_path / "r.g722"
+    src.write_bytes(data)
+    out = tmp_path / "r.raw"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "g722", "-i", str(src), "-f", "s16le", str(out)],
+                   check=True)
+    ref = np.frombuffer(out.read_bytes(), dtype="<i2")
+    ours = G722Decoder().decode(data)
+    assert ours.shape == ref.shape
+    assert int(np.abs(ours.astype(np.int32) - ref.astype(np.int32)).max()) == 0
+
+
 @pytest.mark.capture
 def test_g722_chunked_and_snapshot_equal_whole(capture) -> None:  # type: ignore[no-untyped-def]
     data = _g722_payload(capture)[:16000]
