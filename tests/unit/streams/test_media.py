@@ -336,3 +336,37 @@ def test_reseeding_closed_bindings_ends_nothing_and_knows() -> None:
     out = j.on_binding(binding("new", frm=T0 + 2_000_000, until=T0 + 3_000_000)) + j.expire(T0 + 4_000_000)
     ended = [o for o in out if isinstance(o, StreamEnded)]
     assert [(e.call_id, e.stats["packets"]) for e in ended] == [("new", 0)]
+
+
+@pytest.mark.capture
+@pytest.mark.parametrize("name", ["sip-dtmf-rfc2833-g711a.cap", "sip-codec-change-reinvite.pcap"])
+def test_capture_audio_independent_of_batching(capture: Any, name: str) -> None:
+    path = capture(name)
+    sips = sip_records(path)
+    pk = rtp_packets(path)
+
+    def run(flush_us: int) -> dict[tuple[str, str], np.ndarray]:
+        t = DialogTracker()
+        j = MediaJoiner()
+        items = [(r["capture_ts_us"], 0, r) for r in sips] + [(b["flush_ts_us"], 1, b)
+                                                               for b in batches(pk, flush_us=flush_us)]
+        items.sort(key=lambda x: (x[0], x[1]))
+        out: list[Any] = []
+        for _, kind, rec in items:
+            if kind == 0:
+                for o in t.on_sip(rec):
+                    if isinstance(o, BindingOut):
+                        out += j.on_binding(o.value)
+            else:
+                out += j.on_rtp_batch(rec)
+        out += j.flush_all()
+        res: dict[tuple[str, str], list[np.ndarray]] = {}
+        for c in chunks(out):
+            res.setdefault((c.call_id, c.speaker), []).append(c.pcm)
+        return {k: np.concatenate(v) for k, v in res.items()}
+
+    a, b, c = run(20_000), run(100_000), run(500_000)
+    assert a.keys() == b.keys() == c.keys() and a
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_array_equal(a[k], c[k])
