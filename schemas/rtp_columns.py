@@ -61,11 +61,12 @@ class StreamColumns:
 
     @property
     def payload_type(self) -> npt.NDArray[np.uint8]:
-        return self.pt_marker & 0x7F
+        return np.bitwise_and(self.pt_marker, np.uint8(0x7F))
 
     @property
     def marker(self) -> npt.NDArray[np.bool_]:
-        return (self.pt_marker & MARKER_BIT) != 0
+        marker: npt.NDArray[np.bool_] = np.bitwise_and(self.pt_marker, np.uint8(MARKER_BIT)) != 0
+        return marker
 
     @property
     def payload_offsets(self) -> npt.NDArray[np.int64]:
