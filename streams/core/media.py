@@ -402,8 +402,9 @@ class MediaJoiner:
         pt = cols.payload_type[sel]
         lens = cols.payload_len[sel].astype(np.int64)
         pmap = {int(p["payload_type"]): p for p in b["payload_map"]}
-        if b["encrypted"]:
-            st.encrypted = True
+        if not (b["encrypted"] or st.encrypted) and _looks_like_srtp(cols, sel, pt, lens, pmap):
+            st.encrypted = True  # e.g. ZRTP: keys agreed in-band, the SDP still says RTP/AVP
+        if b["encrypted"] or st.encrypted:
             self.counters["encrypted_packets"] += int(sel.size)
             st.packets_encrypted += int(sel.size)
             out += self._note(st, f"{st.speaker} RTP stream is encrypted (SRTP/ZRTP): not transcribed")
@@ -645,6 +646,33 @@ class MediaJoiner:
     @property
     def pending_packets(self) -> int:
         return sum(int(p.idx.size) for lst in self._pending.values() for p in lst)
+
+
+_BYTE_PER_TICK = frozenset({"PCMU", "PCMA", "G722"})
+_SRTP_TAGS = (4, 10)  # HMAC-SHA1-32 / -80 authentication tags (RFC 3711 §4.2, RFC 4568)
+
+
+def _looks_like_srtp(cols: _Cols, sel: I64, pt: npt.NDArray[np.uint8], lens: I64,
+                     pmap: dict[int, dict[str, Any]]) -> bool:
+    """SRTP whose keys were never in the SDP (ZRTP, RFC 6189): for a codec with one byte per RTP tick,
+    each payload is longer than its timestamp step by exactly an authentication tag.
+
+    Needs one payload type in the entry, at least 3 consecutive packet pairs and 3 in 4 of them tagged.
+    """
+    if sel.size < 4:
+        return False
+    p0 = int(pt[0])
+    if str(pmap.get(p0, {}).get("encoding", "")).upper() not in _BYTE_PER_TICK or not bool(np.all(pt == p0)):
+        return False
+    seq = cols.seq[sel]
+    ts = cols.rtp_ts[sel]
+    pair = np.diff(seq) == 1  # uint16 arithmetic wraps like the sequence numbers
+    npair = int(np.count_nonzero(pair))
+    if npair < 3:
+        return False
+    excess = lens[:-1] - np.diff(ts).astype(np.int64)  # uint32 diff wraps like the timestamps
+    tagged = pair & ((excess == _SRTP_TAGS[0]) | (excess == _SRTP_TAGS[1]))
+    return int(np.count_nonzero(tagged)) * 4 >= npair * 3
 
 
 def iter_call_events(outs: Iterable[MediaOut]) -> list[tuple[bytes, dict[str, Any]]]:

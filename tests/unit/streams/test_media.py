@@ -370,3 +370,25 @@ def test_capture_audio_independent_of_batching(capture: Any, name: str) -> None:
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
         np.testing.assert_array_equal(a[k], c[k])
+
+
+def test_srtp_without_sdp_keys_detected_by_tag_length() -> None:
+    j = MediaJoiner(window_ms=40)
+    j.on_binding(binding())
+    plain = j.on_rtp_batch(batch([rtp(0, 5, T0 + 100_000)], T0 + 200_000))  # 160-byte PCMU: audio
+    tagged = [p + b"\x01\x02\x03\x04" for p in tone_payloads(5, 9)]  # + 32-bit auth tag (ZRTP -> SRTP)
+    enc = j.on_rtp_batch(batch([rtp(5, 5, T0 + 200_000, tagged)], T0 + 300_000))
+    out = plain + enc + j.flush_all(T0 + 5_000_000)
+    assert sum(c.pcm.size for c in chunks(out)) == 5 * 320  # only the plain part
+    assert [o.text for o in out if isinstance(o, Note)] == [
+        "callee RTP stream is encrypted (SRTP/ZRTP): not transcribed"]
+
+
+@pytest.mark.capture
+def test_capture_zrtp_not_transcribed_after_handshake(capture: Any) -> None:
+    out, j = _pipeline(capture("asterisk-zfone-zrtp.pcap"))
+    # tshark: after the ZRTP handshake (frames 32-..) the PCMU payloads are 164 bytes for 160 ticks
+    assert j.counters["encrypted_packets"] > 900
+    assert any(isinstance(o, Note) and "encrypted" in o.text for o in out)
+    # what was decoded is the short plain-RTP start only
+    assert sum(c.pcm.size for c in chunks(out)) / 16000 < 1.0
