@@ -240,6 +240,7 @@ class MediaJoiner:
         self._unmatched_keys: set[str] = set()
         self._touched: set[str] = set()
         self.now_us = 0
+        self._index_expired_us = 0
         self.counters: dict[str, int] = {"packets": 0, "unmatched_packets": 0, "unmatched_streams": 0,
                                          "pending_dropped": 0, "bad_input": 0, "encrypted_packets": 0,
                                          "non_audio_packets": 0, "unknown_codec_packets": 0}
@@ -318,6 +319,9 @@ class MediaJoiner:
             if st.close_at_us is None and self.now_us - st.last_us > self.idle_us:
                 out += self._end(st, self.now_us, "idle")
         self._expire_pending(self.now_us)
+        if self.now_us - self._index_expired_us > 60_000_000:  # closed bindings older than an hour go
+            self._index_expired_us = self.now_us
+            self.index.expire(self.now_us)
         return out
 
     def flush_all(self, now_us: int | None = None) -> list[MediaOut]:
@@ -588,6 +592,8 @@ class MediaJoiner:
         }))
         del self.streams[st.ident]
         self._touched.add(st.stream_key)
+        if not any(o.call_key == st.call_key for o in self.streams.values()):
+            self._noted = {n for n in self._noted if n[0] != st.call_key}  # bounded: per live call only
         log.debug("stream ended", extra={"call_id": st.call_id, "speaker": st.speaker, "reason": reason})
         return out
 
