@@ -104,6 +104,9 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         autodiscover=False,
         producer_acks=-1,
         stream_wait_empty=False,
+        # a replacement for a killed worker waits this long for the dead member to leave the group
+        broker_session_timeout=float(worker.get("session_timeout_s", 60.0)),
+        broker_heartbeat_interval=min(3.0, float(worker.get("session_timeout_s", 60.0)) / 4),
     )
 
     def t(name: str) -> Any:
