@@ -30,6 +30,7 @@ from spanscribe.protocols import sip as sip_proto
 from spanscribe.protocols.errors import MalformedInput
 
 from .decode import TCP_SYN, Buffer, FragmentReassembler, FrameDecoder
+from .fastpath import BlockPath
 from .tcp import TcpReassembler
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ class EdgePipeline:
         self.next_sweep_us = 0
         self.last_ts_us = 0
         self.max_batch = cfg.max_batch_packets
+        self.ep_removed = 0  # bumped when endpoints are removed
+        self.ep_version = 0  # bumped whenever the endpoint table changes (the fast path re-reads it)
+        self.block = BlockPath(self)
 
     # -- the per-frame hot path ---------------------------------------------------------------
     def process(self, ts_us: int, linktype: int, frame: Buffer) -> None:
@@ -364,13 +368,8 @@ class EdgePipeline:
             self._flush_partition(part, ts_us)
 
     def _new_stream(self, key: tuple[bytes, int, bytes, int, int]) -> _Stream:
-        dkey = (key[2], key[3])
-        cached = self._dst_cache.get(dkey)
-        if cached is None:
-            dst_ip = self._ip(key[2])
-            stream_key = f"{self.cfg.site}/{dst_ip}/{key[3]}"
-            cached = (stream_key, partition_for(stream_key.encode(), self.n_partitions), dst_ip)
-            self._dst_cache[dkey] = cached
+        self.partition_of(key[2], key[3])
+        cached = self._dst_cache[(key[2], key[3])]
         s = _Stream(key, cached[0], cached[1], self._ip(key[0]), cached[2])
         self.streams[key] = s
         return s
@@ -452,11 +451,15 @@ class EdgePipeline:
             ent = self.endpoints.get(key)
             if ent is None:
                 self.stats.endpoints_learned += 1
-            elif ent[0] != call_id:
-                old = self.call_endpoints.get(ent[0])
-                if old is not None:
-                    old.discard(key)
+            else:
+                if ent[0] != call_id:
+                    old = self.call_endpoints.get(ent[0])
+                    if old is not None:
+                        old.discard(key)
+                if ent[3] != is_rtcp:
+                    self.ep_removed += 1  # an RTP endpoint became RTCP: the fast path must drop it now
             self.endpoints[key] = [call_id, ts_us, 0, is_rtcp]
+            self.ep_version += 1
             eps.add(key)
 
     def _maybe_close(self, ts_us: int, msg: sip_proto.SipMessage, call_id: str) -> None:
@@ -508,6 +511,9 @@ class EdgePipeline:
                 if not eps:
                     del self.call_endpoints[ent[0]]
         st.endpoints_closed += len(dead)
+        if dead:
+            self.ep_version += 1
+            self.ep_removed += 1
         idle = [k for k, s in self.streams.items() if not s.seq and now_us - s.last > 60_000_000]
         for k in idle:
             s = self.streams.pop(k)
@@ -516,32 +522,43 @@ class EdgePipeline:
 
     def flush(self, now_us: int) -> None:
         """Send one RtpBatch per partition holding every stream with packets since the last flush."""
-        for part in list(self.pending):
-            self._flush_partition(part, now_us)
+        fast = self.block.entries(None) if self.block.interval.count else {}
+        for part in sorted(set(self.pending) | set(fast)):
+            self._flush_partition(part, now_us, fast.get(part, []))
 
-    def _flush_partition(self, part: int, now_us: int) -> None:
-        streams = self.pending.pop(part, None)
+    def _seq_stats(self, s: _Stream, seqs: Iterable[int]) -> None:
+        """Running sequence statistics (RFC 3550 A.1, simplified): first and extended highest."""
+        mx = s.max_ext
+        n = 0
+        for q in seqs:
+            n += 1
+            if mx < 0:
+                s.first_ext = mx = q
+                continue
+            d = (q - mx) & 0xFFFF
+            if d < 0x8000:
+                mx += d
+        s.max_ext = mx
+        s.packets += n
+
+    def _flush_partition(self, part: int, now_us: int, fast: Optional[list[dict[str, Any]]] = None) -> None:
+        if fast is None:
+            fast = self.block.entries(part).get(part, []) if self.block.interval.count else []
+        streams = self.pending.pop(part, None) or []
         self.pending_count.pop(part, None)
-        if not streams:
-            return
-        entries = []
+        entries = fast
         for s in streams:
-            seqs = s.seq
+            if not s.seq:
+                continue
             if s.payload_type < 0:
                 s.payload_type = s.ptm[0] & 0x7F
-            # Running sequence statistics (RFC 3550 A.1, simplified): extended highest and first.
-            mx = s.max_ext
-            for q in seqs:
-                if mx < 0:
-                    s.first_ext = mx = q
-                    continue
-                d = (q - mx) & 0xFFFF
-                if d < 0x8000:
-                    mx += d
-            s.max_ext = mx
-            s.packets += len(seqs)
+            self._seq_stats(s, s.seq)
             entries.append(pack_entry(s))
             s._reset()
+        if not entries:
+            return
+        if len(entries) > 1:
+            entries.sort(key=lambda e: (e["base_capture_us"], e["stream_key"], e["src_ip"], e["src_port"], e["ssrc"]))
         bseq = self.batch_seq.get(part, 0)
         self.batch_seq[part] = bseq + 1
         record = {"site": self.cfg.site, "edge_id": self.cfg.edge_id,
@@ -550,6 +567,26 @@ class EdgePipeline:
         self.stats.rtp_batches += 1
         self.stats.rtp_streams_flushed += len(entries)
         self.sink.send_rtp(part, f"{self.cfg.site}/{self.cfg.edge_id}/{part}".encode(), record)
+
+    def consume_blocks(self, blocks: Iterable[tuple[int, bytes, list[int], list[int], list[int]]],
+                       housekeeping: Optional[Callable[[], bool]] = None) -> None:
+        """Process blocks from :func:`edge_capture.pcapfile.read_pcap_blocks` on the vectorised path
+        (:mod:`.fastpath`); same records as :meth:`process` per frame."""
+        for blk in blocks:
+            self.block.consume_block(*blk)
+            if housekeeping is not None and housekeeping():
+                break
+
+    def partition_of(self, ip: bytes, port: int) -> int:
+        """Partition of the stream key ``site/ip/port`` in the rtp topic (cached)."""
+        dkey = (ip, port)
+        cached = self._dst_cache.get(dkey)
+        if cached is None:
+            dst_ip = self._ip(ip)
+            stream_key = f"{self.cfg.site}/{dst_ip}/{port}"
+            cached = (stream_key, partition_for(stream_key.encode(), self.n_partitions), dst_ip)
+            self._dst_cache[dkey] = cached
+        return cached[1]
 
     def finish(self) -> None:
         """End of input: send every open batch and any SIP completed by skipping TCP holes."""

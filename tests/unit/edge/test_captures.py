@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_capture.pcapfile import PcapError, open_capture, read_capture
+from edge_capture.pcapfile import PcapError, open_capture, read_capture, read_pcap_blocks
 from edge_capture.pipeline import EdgeConfig, EdgePipeline
 from edge_capture.sinks import DryRunSink
 
@@ -58,11 +58,15 @@ def _names() -> list[str]:
     return sorted(_manifest(d))
 
 
-def run_file(path: Path, mode: str = "sdp", sip_ports: frozenset[int] = SIP_PORTS) -> dict:
+def run_file(path: Path, mode: str = "sdp", sip_ports: frozenset[int] = SIP_PORTS, blocks: bool = False) -> dict:
     p = EdgePipeline(EdgeConfig(site="t", edge_id="e", sip_ports=sip_ports, rtp_mode=mode,
                                 rtp_ports=(1024, 65535)), DryRunSink())
     with open_capture(str(path)) as f:
-        p.consume(read_capture(f))
+        blk = read_pcap_blocks(f) if blocks else None
+        if blk is not None:
+            p.consume_blocks(blk)
+        else:
+            p.consume(read_capture(f))
     p.finish()
     return p.summary()
 
@@ -77,6 +81,7 @@ def test_capture_matches_tshark(name, capture, captures_dir):
         return
     ports = SIP_PORTS | ({6060} if "6060" in row["decode_as"] else set())
     s = run_file(path, "sdp", ports)
+    assert run_file(path, "sdp", ports, blocks=True) == s  # the vectorised path agrees frame for frame
     want_sip, _ = SIP_DIFF.get(name, (int(row["sip_msgs_total"]), ""))
     if want_sip is not None:
         assert s["sip_messages"] == want_sip

@@ -251,3 +251,51 @@ def test_truncated_file_ends_quietly_and_garbage_is_an_error(tmp_path):
     (tmp_path / "g.pcap").write_bytes(b"not a capture at all")
     with pytest.raises(PcapError):
         _read(tmp_path / "g.pcap")
+
+
+def _gen_module():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("edge_gen", Path(__file__).resolve().parents[3] / "bench" / "edge_gen.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _records(sink):
+    out = {}
+    for part, key, rec in sink.rtp:
+        out.setdefault(part, []).append((key, rec))
+    return out
+
+
+@pytest.mark.parametrize("max_batch", [10000, 37])
+def test_block_path_equals_per_packet_path(tmp_path, max_batch):
+    from edge_capture.pcapfile import read_pcap_blocks
+
+    path = tmp_path / "calls.pcap"
+    with open(path, "wb") as f:
+        _gen_module().generate(f, calls=40, seconds=3.5)
+    # add crafted traffic that must leave the fast path: RTCP, a CSRC packet, a new call mid-block
+    frames = []
+    with open_capture(str(path)) as f:
+        frames = [(ts, bytes(fr)) for ts, _lt, fr in read_capture(f)]
+    t_mid = frames[len(frames) // 2][0]
+    frames += call_frames(n_rtp=30)
+    frames += [(t_mid + 5, eth(ipv4(A, B, 17, udp(5060, 5060, sip_invite("mid", "10.1.0.3", 20006)))))]
+    frames.sort(key=lambda x: x[0])
+    write_pcap(str(path), frames)
+    cfg = dict(site="lab", edge_id="e1", max_batch_packets=max_batch)
+    s1, s2 = DryRunSink(4, keep=True), DryRunSink(4, keep=True)
+    p1, p2 = EdgePipeline(EdgeConfig(**cfg), s1), EdgePipeline(EdgeConfig(**cfg), s2)
+    with open_capture(str(path)) as f:
+        p1.consume(read_capture(f))
+    with open_capture(str(path)) as f:
+        p2.consume_blocks(read_pcap_blocks(f))
+    p1.finish()
+    p2.finish()
+    assert p1.summary() == p2.summary()
+    assert p1.stats.rtp_packets > 10000
+    assert [r for _, r in s1.sip] == [r for _, r in s2.sip]
+    assert _records(s1) == _records(s2)
