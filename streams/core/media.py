@@ -667,6 +667,10 @@ def _looks_like_srtp(cols: _Cols, sel: I64, pt: npt.NDArray[np.uint8], lens: I64
     """
     if sel.size < 4:
         return False
+    i0, i1 = int(sel[0]), int(sel[1])
+    if (int(cols.seq[i1]) - int(cols.seq[i0])) & 0xFFFF == 1 and int(lens[0]) - (
+            (int(cols.rtp_ts[i1]) - int(cols.rtp_ts[i0])) & 0xFFFFFFFF) not in _SRTP_TAGS:
+        return False  # cheap scalar test on the first pair: plain RTP (the common case)
     p0 = int(pt[0])
     if str(pmap.get(p0, {}).get("encoding", "")).upper() not in _BYTE_PER_TICK or not bool(np.all(pt == p0)):
         return False
