@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.rtp_columns import ColumnError, StreamColumns, unpack_stream
+from schemas.rtp_columns import ColumnError, StreamColumns, pack_stream, unpack_stream
 
 from .binding import Binding, BindingIndex
 from .codecs import NON_AUDIO, Decoder, Resampler, decoder_for
 from .jitter import Frames, JitterBuffer, gather_payloads
 
-__all__ = ["AudioChunk", "MediaJoiner", "MediaOut", "Note", "StreamEnded"]
+__all__ = ["AudioChunk", "MediaJoiner", "MediaOut", "Note", "StreamEnded", "Unmatched"]
 
 log = logging.getLogger(__name__)
 I64 = npt.NDArray[np.int64]
@@ -95,7 +95,20 @@ class Note:
         return _call_event(self.site, self.call_id, "note", self.ts_us, note=self.text)
 
 
-MediaOut = AudioChunk | StreamEnded | Note
+@dataclass(frozen=True, slots=True, eq=False)
+class Unmatched:
+    """RTP no binding claimed by its destination within ``pending_s`` (only with ``nat_fallback``).
+
+    ``entry`` is an RtpStreamBatch dict of those packets whose ``stream_key`` is the SOURCE tuple
+    ``source_key`` ("site/src_ip/src_port"): the shell re-keys it to a repartition topic by that key and
+    hands it back through ``on_rtp_batch(rec, by_source=True)`` on the worker owning that partition.
+    """
+
+    source_key: str
+    entry: dict[str, Any] = field(repr=False)  # audio payloads: personal data
+
+
+MediaOut = AudioChunk | StreamEnded | Note | Unmatched
 
 
 def _call_event(site: str, call_id: str, kind: str, ts_us: int, stream: dict[str, Any] | None = None,
@@ -105,6 +118,13 @@ def _call_event(site: str, call_id: str, kind: str, ts_us: int, stream: dict[str
 
 
 # -- per stream state -------------------------------------------------------------------------------
+def _ident(stream_key: str, call_id: str, speaker: str, by_source: bool) -> str:
+    return f"{stream_key}|{call_id}|{speaker}" + ("|src" if by_source else "")
+
+
+_OTHER = {"caller": "callee", "callee": "caller", "agent": "customer", "customer": "agent"}
+
+
 class _Stream:
     """One (stream key, call, speaker): jitter buffer, decoders, resamplers, output position."""
 
@@ -128,10 +148,11 @@ class _Stream:
         self.last_us = 0
         self.close_at_us: int | None = None
         self.packets_encrypted = 0
+        self.by_source = bool(b.get("_by_source", False))
 
     @property
     def ident(self) -> str:
-        return f"{self.stream_key}|{self.call_id}|{self.speaker}"
+        return _ident(self.stream_key, self.call_id, self.speaker, self.by_source)
 
     @property
     def call_key(self) -> str:
@@ -146,12 +167,14 @@ class _Stream:
             "resampler": ([self.resampler.src_rate, self.resampler.snapshot()] if self.resampler else None),
             "out_pos": self.out_pos, "codec": self.codec, "audio_samples": self.audio_samples,
             "last_us": self.last_us, "close_at_us": self.close_at_us, "packets_encrypted": self.packets_encrypted,
+            "by_source": self.by_source,
         }
 
     @classmethod
     def restore(cls, s: dict[str, Any], stt_rate: int, window_ms: int, max_gap_ms: int) -> _Stream:
         b = {"stream_key": s["stream_key"], "site": s["site"], "call_id": s["call_id"], "speaker": s["speaker"],
-             "role": s["role"], "call_start_us": s["origin_us"], "encrypted": s["encrypted"]}
+             "role": s["role"], "call_start_us": s["origin_us"], "encrypted": s["encrypted"],
+             "_by_source": s.get("by_source", False)}
         st = cls(b, stt_rate, window_ms, max_gap_ms)
         st.jb = JitterBuffer.restore(s["jb"]) if s["jb"] else None
         for k, state in s["decoders"].items():
@@ -177,6 +200,10 @@ class _Cols:
     """The columns of one entry, each computed once (StreamColumns may compute some per access)."""
 
     stream_key: str
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
     ssrc: int
     seq: npt.NDArray[np.uint16]
     rtp_ts: npt.NDArray[np.uint32]
@@ -188,12 +215,25 @@ class _Cols:
 
     @staticmethod
     def of(c: StreamColumns) -> _Cols:
-        return _Cols(c.stream_key, int(c.ssrc), c.seq, c.rtp_ts, c.capture_us, c.payload_type, c.payload_len,
+        return _Cols(c.stream_key, str(c.src_ip), int(c.src_port), str(c.dst_ip), int(c.dst_port), int(c.ssrc), c.seq, c.rtp_ts, c.capture_us, c.payload_type, c.payload_len,
                      c.payload_offsets, c.payloads)
 
     @property
     def count(self) -> int:
         return int(self.seq.shape[0])
+
+    def source_entry(self, idx: I64) -> tuple[str, dict[str, Any]]:
+        """The packets ``idx`` as an RtpStreamBatch dict keyed by the source tuple."""
+        site = self.stream_key.split("/", 1)[0]
+        src_key = f"{site}/{self.src_ip}/{self.src_port}"
+        off = self.payload_offsets
+        pays = [self.payloads[int(off[i]):int(off[i + 1])] for i in idx.tolist()]
+        return src_key, pack_stream(stream_key=src_key, src_ip=self.src_ip, src_port=self.src_port,
+                                    dst_ip=self.dst_ip, dst_port=self.dst_port, ssrc=self.ssrc,
+                                    seq=self.seq[idx].tolist(), rtp_ts=self.rtp_ts[idx].tolist(),
+                                    capture_us=self.capture_us[idx].tolist(),
+                                    payload_type=self.payload_type[idx].tolist(), marker=[False] * int(idx.size),
+                                    payloads=pays)
 
 
 @dataclass(slots=True)
@@ -218,11 +258,15 @@ class MediaJoiner:
             arrive (topics are consumed independently); the stream ends when the newest capture time
             passes the close plus this grace.
         index: the binding index (a Faust table behind it in the worker).
+        nat_fallback: hand RTP that no binding claims by destination back as :class:`Unmatched` (to be
+            re-keyed by source and joined with ``on_rtp_batch(rec, by_source=True)``) instead of only
+            counting it.
     """
 
     def __init__(self, *, stt_rate: int = 16000, window_ms: int = 200, max_gap_ms: int = 1000,
                  pending_s: float | None = None, max_pending_s: float = 5.0, max_pending_bytes: int = 8 << 20,
-                 idle_s: float = 30.0, close_grace_ms: int = 500, index: BindingIndex | None = None) -> None:
+                 idle_s: float = 30.0, close_grace_ms: int = 500, index: BindingIndex | None = None,
+                 nat_fallback: bool = False) -> None:
         if pending_s is not None:
             max_pending_s = pending_s
         self.stt_rate = stt_rate
@@ -232,6 +276,7 @@ class MediaJoiner:
         self.max_pending_bytes = max_pending_bytes
         self.idle_us = int(idle_s * 1e6)
         self.close_grace_us = close_grace_ms * 1000
+        self.nat_fallback = nat_fallback
         self.index = index if index is not None else BindingIndex()
         self.streams: dict[str, _Stream] = {}
         self._pending: dict[str, list[_Pending]] = {}
@@ -243,7 +288,8 @@ class MediaJoiner:
         self._index_expired_us = 0
         self.counters: dict[str, int] = {"packets": 0, "unmatched_packets": 0, "unmatched_streams": 0,
                                          "pending_dropped": 0, "bad_input": 0, "encrypted_packets": 0,
-                                         "non_audio_packets": 0, "unknown_codec_packets": 0}
+                                         "non_audio_packets": 0, "unknown_codec_packets": 0,
+                                         "fallback_packets": 0, "by_source_packets": 0}
 
     # -- public API ---------------------------------------------------------------------------------
     def knows(self, stream_key: str) -> bool:
@@ -271,22 +317,31 @@ class MediaJoiner:
         if binding.get("valid_until_us") is None:
             out += self._replay(key)
         else:
+            until = int(binding["valid_until_us"])
             if not self.index.open_for(key, call_id, speaker):
-                ident = f"{key}|{call_id}|{speaker}"
+                ident = _ident(key, call_id, speaker, False)
                 st = self.streams.get(ident)
-                if st is None and not was_open:
-                    return out
-                if st is None:  # a binding that never carried RTP still ends (the assembler waits for it)
+                if st is None and was_open:  # a binding that never carried RTP still ends (the assembler waits)
                     st = _Stream(binding, self.stt_rate, self.window_ms, self.max_gap_ms)
-                    st.last_us = int(binding["valid_until_us"])
+                    st.last_us = until
                     self.streams[ident] = st
                     self._touched.add(key)
-                st.close_at_us = int(binding["valid_until_us"])
-                out += self._end_due()
+                if st is not None:
+                    st.close_at_us = until
+                # RTP joined by source on this key carries the other party's voice (symmetric RTP)
+                src = self.streams.get(_ident(key, call_id, _OTHER.get(speaker, speaker), True))
+                if src is not None:
+                    src.close_at_us = until
+            out += self._end_due()
         return out
 
-    def on_rtp_batch(self, rec: dict[str, Any]) -> list[MediaOut]:
-        """Process one RtpBatch Avro dict (all its stream entries, in order)."""
+    def on_rtp_batch(self, rec: dict[str, Any], by_source: bool = False) -> list[MediaOut]:
+        """Process one RtpBatch Avro dict (all its stream entries, in order).
+
+        ``by_source``: the entries are :class:`Unmatched` ones re-keyed by their source tuple: they join
+        the binding of that tuple (symmetric RTP: a party sends from where it receives), carry the
+        OTHER speaker's voice, and are counted as unmatched if that fails too (no second wait).
+        """
         out: list[MediaOut] = []
         flush_us = int(rec.get("flush_ts_us") or 0)
         for entry in rec.get("streams") or ():
@@ -299,10 +354,12 @@ class MediaJoiner:
                 continue
             self.now_us = max(self.now_us, int(cols.capture_us.max()))
             self.counters["packets"] += cols.count
-            out += self._route(cols, np.arange(cols.count, dtype=np.int64), pend=True)
+            if by_source:
+                self.counters["by_source_packets"] += cols.count
+            out += self._route(cols, np.arange(cols.count, dtype=np.int64), pend=not by_source, by_source=by_source)
         self.now_us = max(self.now_us, flush_us)
         out += self._end_due()
-        self._expire_pending(self.now_us)
+        out += self._expire_pending(self.now_us)
         return out
 
     def expire(self, now_us: int) -> list[MediaOut]:
@@ -318,7 +375,7 @@ class MediaJoiner:
             st = self.streams[ident]
             if st.close_at_us is None and self.now_us - st.last_us > self.idle_us:
                 out += self._end(st, self.now_us, "idle")
-        self._expire_pending(self.now_us)
+        out += self._expire_pending(self.now_us)
         if self.now_us - self._index_expired_us > 60_000_000:  # closed bindings older than an hour go
             self._index_expired_us = self.now_us
             self.index.expire(self.now_us)
@@ -331,7 +388,7 @@ class MediaJoiner:
         out: list[MediaOut] = []
         for ident in sorted(self.streams):
             out += self._end(self.streams[ident], self.now_us, "closed")
-        self._expire_pending(self.now_us + self.max_pending_us + 1)
+        out += self._expire_pending(self.now_us + self.max_pending_us + 1)
         return out
 
     def pop_touched(self) -> set[str]:
@@ -365,7 +422,7 @@ class MediaJoiner:
         self._unmatched_keys = set(state["unmatched_keys"])
 
     # -- routing --------------------------------------------------------------------------------
-    def _route(self, cols: _Cols, idx: I64, pend: bool) -> list[MediaOut]:
+    def _route(self, cols: _Cols, idx: I64, pend: bool, by_source: bool = False) -> list[MediaOut]:
         """Send the packets ``idx`` of an entry to the streams of their bindings; the rest waits."""
         key = cols.stream_key
         cap = cols.capture_us[idx]
@@ -390,16 +447,21 @@ class MediaJoiner:
                 else:
                     self._unmatched(key, int(sel.size))
                 continue
-            out += self._feed(b, cols, sel)
+            out += self._feed(b, cols, sel, by_source)
         return out
 
-    def _feed(self, b: Binding, cols: _Cols, sel: I64) -> list[MediaOut]:
-        ident = f"{b['stream_key']}|{b['call_id']}|{b['speaker']}"
+    def _feed(self, b: Binding, cols: _Cols, sel: I64, by_source: bool = False) -> list[MediaOut]:
+        speaker = _OTHER.get(str(b["speaker"]), str(b["speaker"])) if by_source else str(b["speaker"])
+        role = b.get("role")
+        if by_source and role is not None:
+            role = _OTHER.get(str(role), role)
+        ident = _ident(str(b["stream_key"]), str(b["call_id"]), speaker, by_source)
         st = self.streams.get(ident)
         if st is None:
-            st = _Stream(b, self.stt_rate, self.window_ms, self.max_gap_ms)
+            st = _Stream({**b, "speaker": speaker, "role": role, "_by_source": by_source}, self.stt_rate,
+                         self.window_ms, self.max_gap_ms)
             self.streams[ident] = st
-        st.role = b.get("role", st.role)
+        st.role = role
         st.last_us = max(st.last_us, int(cols.capture_us[sel].max()))
         self._touched.add(st.stream_key)
         out: list[MediaOut] = []
@@ -563,8 +625,9 @@ class MediaJoiner:
 
     # -- ends, notes, pending ---------------------------------------------------------------------
     def _binding_of(self, st: _Stream) -> Binding | None:
+        want = _OTHER.get(st.speaker, st.speaker) if st.by_source else st.speaker
         for b in reversed(self.index.bindings(st.stream_key)):
-            if b["call_id"] == st.call_id and b["speaker"] == st.speaker:
+            if b["call_id"] == st.call_id and b["speaker"] == want:
                 return b
         return None
 
@@ -626,20 +689,27 @@ class MediaJoiner:
             out += self._route(p.cols, p.idx, pend=True)  # still unmatched packets wait again
         return out
 
-    def _expire_pending(self, now_us: int) -> None:
+    def _expire_pending(self, now_us: int) -> list[MediaOut]:
+        out: list[MediaOut] = []
         for key in sorted(self._pending):
             lst = self._pending[key]
             keep = []
             for p in lst:
                 if now_us - p.last_us > self.max_pending_us:
                     self._pending_bytes -= p.nbytes
-                    self._unmatched(key, int(p.idx.size))
+                    if self.nat_fallback:
+                        self.counters["fallback_packets"] += int(p.idx.size)
+                        src_key, entry = p.cols.source_entry(p.idx)
+                        out.append(Unmatched(src_key, entry))
+                    else:
+                        self._unmatched(key, int(p.idx.size))
                 else:
                     keep.append(p)
             if keep:
                 self._pending[key] = keep
             else:
                 del self._pending[key]
+        return out
 
     def _unmatched(self, key: str, n: int) -> None:
         self.counters["unmatched_packets"] += n

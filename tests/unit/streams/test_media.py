@@ -392,3 +392,43 @@ def test_capture_zrtp_not_transcribed_after_handshake(capture: Any) -> None:
     assert any(isinstance(o, Note) and "encrypted" in o.text for o in out)
     # what was decoded is the short plain-RTP start only
     assert sum(c.pcm.size for c in chunks(out)) / 16000 < 1.0
+
+
+def test_nat_fallback_joins_by_source_with_the_other_speaker() -> None:
+    from streams.core.media import Unmatched
+    j = MediaJoiner(window_ms=40, pending_s=1.0, nat_fallback=True)
+    # caller behind NAT announced 192.168.1.10:4000 (private); the PBX (callee side) 10.0.0.5:10000
+    j.on_binding(binding("n1", key="s1/192.168.1.10/4000", speaker="callee"))
+    j.on_binding(binding("n1", key="s1/10.0.0.5/10000", speaker="caller"))
+    pays = tone_payloads(10, 3)
+    # the PBX sends to the NAT's public address: no binding claims that destination
+    ent = synth_entry("203.0.113.5", 31234, list(range(10)), [160 * i for i in range(10)],
+                      [T0 + 100_000 + 20_000 * i for i in range(10)], pays, src=("10.0.0.5", 10000))
+    out = j.on_rtp_batch(batch([ent], T0 + 400_000))
+    assert chunks(out) == []
+    out = j.expire(T0 + 2_000_000)
+    un = [o for o in out if isinstance(o, Unmatched)]
+    assert len(un) == 1 and un[0].source_key == "s1/10.0.0.5/10000"
+    assert un[0].entry["stream_key"] == "s1/10.0.0.5/10000" and un[0].entry["count"] == 10
+    assert "payloads" not in repr(un[0])
+    # the shell re-keys it by source; the worker owning that partition joins it by source
+    out = j.on_rtp_batch(batch([un[0].entry], T0 + 2_100_000), by_source=True)
+    out += j.on_binding(binding("n1", key="s1/10.0.0.5/10000", speaker="caller", until=T0 + 3_000_000))
+    out += j.expire(T0 + 4_000_000)
+    cs = chunks(out)
+    assert {c.speaker for c in cs} == {"callee"}  # RTP FROM the callee side's tuple: the callee speaking
+    assert cs[0].start_s == pytest.approx(0.1)
+    expect = resample(ULAW_TABLE[np.frombuffer(b"".join(pays), dtype=np.uint8)], 8000, 16000)
+    np.testing.assert_array_equal(np.concatenate([c.pcm for c in cs]), expect)
+    ended = [o for o in out if isinstance(o, StreamEnded)]
+    assert [(e.speaker, e.stream_key, e.ts_us, e.stats["packets"]) for e in ended] == [
+        ("callee", "s1/10.0.0.5/10000", T0 + 3_000_000, 10),  # the by-source stream
+        ("caller", "s1/10.0.0.5/10000", T0 + 3_000_000, 0)]  # the binding's own (empty) stream
+    assert j.counters["fallback_packets"] == 10 and j.counters["by_source_packets"] == 10
+    assert j.counters["unmatched_packets"] == 0
+    # without a binding for the source either: counted, not kept
+    stray = synth_entry("203.0.113.9", 5, [1, 2], [0, 160], [T0 + 5_000_000, T0 + 5_020_000], [b"\x00"] * 2,
+                        src=("10.9.9.9", 7))
+    stray["stream_key"] = "s1/10.9.9.9/7"
+    j.on_rtp_batch(batch([stray], T0 + 5_100_000), by_source=True)
+    assert j.counters["unmatched_packets"] == 2 and j.pending_packets == 0
