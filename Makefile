@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   runs the whole pipeline on the bundled example call and prints its transcript
 #   make test   installs everything (scripts/bootstrap.sh) and runs lint, types and every test
-.PHONY: demo test bootstrap lint typecheck pytest bench clean
+.PHONY: demo test test-tools bootstrap lint typecheck pytest bench clean
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -18,7 +18,10 @@ typecheck:
 pytest:
 	.venv/bin/pytest
 
-test: bootstrap lint typecheck pytest
+test-tools:
+	scripts/bootstrap.sh --test-tools
+
+test: test-tools lint typecheck pytest
 
 bench: bootstrap
 	.venv/bin/python bench/run_all.py

