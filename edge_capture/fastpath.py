@@ -279,16 +279,23 @@ class BlockPath:
         b1_b = b1_sorted.tobytes()
         len_b = plen.astype("<u2").tobytes()
         poff = poff_a.tolist()
-        seq_l = seq_sorted.tolist()
         starts = starts_a.tolist() + [n]
         last_ts = ts[np.append(starts_a[1:], n) - 1].tolist()
         base_l = base_a.tolist()
         first_b1 = b1_sorted[starts_a].tolist()
+        # Sequence statistics per entry (same rule as EdgePipeline._seq_stats): signed 16-bit steps
+        # between consecutive packets, summed inside each entry from its first packet.
+        step = np.zeros(n, dtype=np.int64)
+        step[1:] = ((seq_sorted[1:].astype(np.int64) - seq_sorted[:-1] + 0x8000) & 0xFFFF) - 0x8000
+        step[starts_a] = 0
+        cs = np.cumsum(step)
+        cs -= cs[starts_a][gid]
+        gmax_l = np.maximum.reduceat(cs, starts_a).tolist()
+        glast_l = cs[np.append(starts_a[1:], n) - 1].tolist()
+        first_seq_l = seq_sorted[starts_a].tolist()
         dst_l, dport_l, src_l, sport_l, ssrc_l = (kc[starts_a].tolist() for kc in key_cols)
         parts_l = rows["part"][order][starts_a].tolist()
         streams_get = p.streams.get
-        eps_get = p.endpoints.get
-        seq_stats = p._seq_stats
         for g in range(len(starts) - 1):
             a, b = starts[g], starts[g + 1]
             dip = dst_l[g].to_bytes(4, "big")
@@ -296,17 +303,24 @@ class BlockPath:
             s = streams_get(skey)
             if s is None:
                 s = p._new_stream(skey)
-            ep = eps_get((dip, dport_l[g]))
             lt = last_ts[g]
-            if ep is not None and lt > ep[1]:
-                ep[1] = lt
             if len(s.seq):  # the stream also has per-packet rows this interval: merge by capture time
                 entry = self._merge(s, ts[a:b], seq_sorted[a:b], rows["rts"][order][a:b], b1_sorted[a:b],
                                     plen[a:b], blob_b[poff[a]:poff[b]])
             else:
                 if s.payload_type < 0:
                     s.payload_type = first_b1[g] & 0x7F
-                seq_stats(s, seq_l[a:b])
+                q0 = first_seq_l[g]
+                last = s.last_ext
+                if last < 0:
+                    s.first_ext = base_ext = q0
+                    s.max_ext = q0
+                else:
+                    base_ext = last + ((q0 - last + 0x8000) & 0xFFFF) - 0x8000
+                if base_ext + gmax_l[g] > s.max_ext:
+                    s.max_ext = base_ext + gmax_l[g]
+                s.last_ext = base_ext + glast_l[g]
+                s.packets += b - a
                 s.last = lt
                 entry = {
                     "stream_key": s.stream_key, "src_ip": s.src_ip, "src_port": s.src_port, "dst_ip": s.dst_ip,

@@ -92,7 +92,7 @@ class _Stream:
 
     __slots__ = ("key", "stream_key", "partition", "src_ip", "src_port", "dst_ip", "dst_port", "ssrc",
                  "seq", "ts", "off", "ptm", "plen", "pl", "base", "last", "packets", "payload_type",
-                 "first_ext", "max_ext")
+                 "first_ext", "max_ext", "last_ext")
 
     def __init__(self, key: tuple[bytes, int, bytes, int, int], stream_key: str, partition: int,
                  src_ip: str, dst_ip: str) -> None:
@@ -108,6 +108,7 @@ class _Stream:
         self.payload_type = -1
         self.first_ext = -1
         self.max_ext = -1
+        self.last_ext = -1
         self.last = 0
         self.base = 0
         self._reset()
@@ -153,6 +154,11 @@ class Stats:
     errors: TallyCounter[tuple[str, str]] = field(default_factory=TallyCounter)
     endpoints_learned: int = 0
     endpoints_closed: int = 0
+
+
+def _entry_order(e: dict[str, Any]) -> tuple[bytes, int, bytes, int, int]:
+    """Order of the streams inside an RtpBatch: destination, then source, then SSRC (packed bytes)."""
+    return (ip_packed(e["dst_ip"]) or b"", e["dst_port"], ip_packed(e["src_ip"]) or b"", e["src_port"], e["ssrc"])
 
 
 def ip_text(ip: bytes) -> str:
@@ -501,6 +507,13 @@ class EdgePipeline:
         msgs, _ = self.tcp.expire(now_us)
         for (src, sport, dst, dport), m in msgs:
             self._sip_message(now_us, "tcp", src, sport, dst, dport, m)
+        eps_get = self.endpoints.get
+        for s in self.streams.values():  # the fast path leaves endpoint activity to be read from here
+            if now_us - s.last < 2 * _SWEEP_US:
+                for k in ((s.key[2], s.dst_port), (s.key[0], s.src_port)):
+                    e = eps_get(k)
+                    if e is not None and s.last > e[1]:
+                        e[1] = s.last
         dead = [k for k, e in self.endpoints.items()
                 if (e[2] and now_us >= e[2]) or now_us - e[1] > self.cfg.rtp_idle_us]
         for k in dead:
@@ -527,17 +540,21 @@ class EdgePipeline:
             self._flush_partition(part, now_us, fast.get(part, []))
 
     def _seq_stats(self, s: _Stream, seqs: Iterable[int]) -> None:
-        """Running sequence statistics (RFC 3550 A.1, simplified): first and extended highest."""
+        """Running sequence statistics: each packet's extended sequence number is the previous one's
+        plus the signed 16-bit distance (RFC 3550 A.1 without the probation rules); keeps the first,
+        the highest and the last. :mod:`.fastpath` computes exactly the same with numpy."""
+        last = s.last_ext
         mx = s.max_ext
         n = 0
         for q in seqs:
             n += 1
-            if mx < 0:
-                s.first_ext = mx = q
+            if last < 0:
+                s.first_ext = last = mx = q
                 continue
-            d = (q - mx) & 0xFFFF
-            if d < 0x8000:
-                mx += d
+            last += ((q - last + 0x8000) & 0xFFFF) - 0x8000
+            if last > mx:
+                mx = last
+        s.last_ext = last
         s.max_ext = mx
         s.packets += n
 
@@ -557,8 +574,8 @@ class EdgePipeline:
             s._reset()
         if not entries:
             return
-        if len(entries) > 1:
-            entries.sort(key=lambda e: (e["base_capture_us"], e["stream_key"], e["src_ip"], e["src_port"], e["ssrc"]))
+        if streams and len(entries) > 1:  # fast-path entries alone are already in this order
+            entries.sort(key=_entry_order)
         bseq = self.batch_seq.get(part, 0)
         self.batch_seq[part] = bseq + 1
         record = {"site": self.cfg.site, "edge_id": self.cfg.edge_id,

@@ -15,7 +15,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from schemas.codec import AvroCodec
+from schemas.codec import SINGLE_OBJECT_MAGIC, AvroCodec
+
+from .avro_fast import RtpBatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class KafkaSink:
             reg = HttpSchemaRegistry(registry_url)
         self.sip_codec = AvroCodec("SipMessage", registry=reg)
         self.rtp_codec = AvroCodec("RtpBatch", registry=reg)
+        # Single-object encoding: the specialised RtpBatch writer (same bytes, ~4x cheaper per entry).
+        self.rtp_writer = None if reg is not None else RtpBatchWriter(SINGLE_OBJECT_MAGIC + self.rtp_codec.fingerprint)
         self.delivered = 0
         self.failed = 0
         self.backpressure = 0
@@ -113,7 +117,9 @@ class KafkaSink:
         self._produce(self.sip_topic, self.sip_codec.encode(record), key)
 
     def send_rtp(self, partition: int, key: bytes, record: dict[str, Any]) -> None:
-        self._produce(self.rtp_topic, self.rtp_codec.encode(record), key, partition)
+        w = self.rtp_writer
+        value = w.encode(record) if w is not None else self.rtp_codec.encode(record)
+        self._produce(self.rtp_topic, value, key, partition)
 
     def poll(self, timeout: float = 0.0) -> int:
         return int(self.producer.poll(timeout))
