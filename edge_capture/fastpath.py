@@ -296,13 +296,17 @@ class BlockPath:
         dst_l, dport_l, src_l, sport_l, ssrc_l = (kc[starts_a].tolist() for kc in key_cols)
         parts_l = rows["part"][order][starts_a].tolist()
         streams_get = p.streams.get
+        fast_get = p.fast_streams.get
         for g in range(len(starts) - 1):
             a, b = starts[g], starts[g + 1]
-            dip = dst_l[g].to_bytes(4, "big")
-            skey = (src_l[g].to_bytes(4, "big"), sport_l[g], dip, dport_l[g], ssrc_l[g])
-            s = streams_get(skey)
+            ikey = (dst_l[g], dport_l[g], src_l[g], sport_l[g], ssrc_l[g])
+            s = fast_get(ikey)
             if s is None:
-                s = p._new_stream(skey)
+                skey = (src_l[g].to_bytes(4, "big"), sport_l[g], dst_l[g].to_bytes(4, "big"), dport_l[g], ssrc_l[g])
+                s = streams_get(skey)
+                if s is None:
+                    s = p._new_stream(skey)
+                p.fast_streams[ikey] = s
             lt = last_ts[g]
             if len(s.seq):  # the stream also has per-packet rows this interval: merge by capture time
                 entry = self._merge(s, ts[a:b], seq_sorted[a:b], rows["rts"][order][a:b], b1_sorted[a:b],

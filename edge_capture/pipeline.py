@@ -195,6 +195,8 @@ class EdgePipeline:
         self.call_endpoints: dict[str, set[tuple[bytes, int]]] = {}
         self.calls: set[str] = set()
         self.streams: dict[tuple[bytes, int, bytes, int, int], _Stream] = {}
+        # the same IPv4 streams keyed by integers (dst, dport, src, sport, ssrc), for the fast path
+        self.fast_streams: dict[tuple[int, int, int, int, int], _Stream] = {}
         self.retired_streams: list[_Stream] = []
         self.pending: dict[int, list[_Stream]] = {}  # partition -> streams with packets this interval
         self.pending_count: dict[int, int] = {}
@@ -530,6 +532,8 @@ class EdgePipeline:
         idle = [k for k, s in self.streams.items() if not s.seq and now_us - s.last > 60_000_000]
         for k in idle:
             s = self.streams.pop(k)
+            if len(k[0]) == 4 and len(k[2]) == 4:
+                self.fast_streams.pop((int.from_bytes(k[2], "big"), k[3], int.from_bytes(k[0], "big"), k[1], k[4]), None)
             if self.cfg.keep_stream_stats and len(self.retired_streams) < self.cfg.max_stream_stats:
                 self.retired_streams.append(s)
 
