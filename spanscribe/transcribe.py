@@ -5,11 +5,14 @@ batching) hands its records to the centre's pure core (dialogs -> bindings -> me
 buffer -> codecs) and the STT pool, and the call assembler writes one ``CallTranscript`` per call.
 It is the proof that the core is free of I/O. Outputs: ``DIR/<call>.json`` (the CallTranscript as JSON)
 and ``DIR/<call>.<speaker>.wav`` (16 kHz mono, the audio sent to STT, silence where nothing was heard).
+With ``--no-stt --wav-rate 8000`` the WAVs hold G.711's decoded audio at its own rate, never resampled
+(the fidelity tests compare it sample for sample with an independent decode of the RTP payloads).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_capture.pcapfile import open_capture, read_capture
+from edge_capture.pcapfile import PcapError, open_capture, read_capture
 from edge_capture.pipeline import EdgeConfig, EdgePipeline
 from streams.core.assembler import CallAssembler
 from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
@@ -35,6 +38,14 @@ from streams.core.media import AudioChunk, MediaJoiner
 log = logging.getLogger(__name__)
 STT_RATE = 16000
 END_OF_TIME_US = 1 << 62
+
+
+class CaptureReadError(ValueError):
+    """The capture turned corrupt part way; ``calls``: what was read before it (already written)."""
+
+    def __init__(self, message: str, calls: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.calls = calls
 
 
 class _ListSink:
@@ -59,6 +70,7 @@ class _ListSink:
 class _Recorder:
     """Per (call, speaker) PCM placed at its call time, for the WAV files."""
 
+    rate: int = STT_RATE
     parts: dict[tuple[str, str], list[tuple[float, npt.NDArray[np.int16]]]] = field(
         default_factory=lambda: defaultdict(list))
 
@@ -69,10 +81,10 @@ class _Recorder:
         parts = self.parts.get((call_key, speaker), [])
         if not parts:
             return np.zeros(0, dtype=np.int16)
-        end = max(int(round(s * STT_RATE)) + p.shape[0] for s, p in parts)
+        end = max(int(round(s * self.rate)) + p.shape[0] for s, p in parts)
         out = np.zeros(end, dtype=np.int16)
         for s, p in parts:
-            i = int(round(s * STT_RATE))
+            i = int(round(s * self.rate))
             out[i:i + p.shape[0]] = p
         return out
 
@@ -115,18 +127,25 @@ class _Progress:
 
 
 async def transcribe_file(path: str, out_dir: Path, settings: dict[str, Any], stt_urls: list[str] | None,
-                          site: str = "offline", max_sessions: int = 16) -> list[dict[str, Any]]:
-    """Run the pipeline on ``path``; returns the CallTranscript dicts (also written to ``out_dir``)."""
+                          site: str = "offline", max_sessions: int = 16,
+                          wav_rate: int = STT_RATE) -> list[dict[str, Any]]:
+    """Run the pipeline on ``path``; returns the CallTranscript dicts (also written to ``out_dir``).
+
+    ``wav_rate``: only without STT (``stt_urls`` None) may it differ from 16000: the media core then
+    produces audio at that rate (at a codec's own rate, e.g. 8000 for G.711, with no resampling).
+    """
     from streams.speech import SpeechRouter
 
+    if stt_urls and wav_rate != STT_RATE:
+        raise ValueError(f"--wav-rate {wav_rate} needs --no-stt (STT gets {STT_RATE} Hz)")
     out_dir.mkdir(parents=True, exist_ok=True)
     speakers = settings.get("speakers") or {}
     tracker = DialogTracker(DialogConfig(speaker_map=SpeakerMap.from_config(
         speakers.get("agent_networks") or [], speakers.get("agent_extensions") or [])))
-    joiner = MediaJoiner()
+    joiner = MediaJoiner(stt_rate=wav_rate)
     assembler = CallAssembler()
     calls: list[dict[str, Any]] = []
-    recorder = _Recorder()
+    recorder = _Recorder(rate=wav_rate)
 
     def emit_calls(docs: list[dict[str, Any]]) -> None:
         calls.extend(docs)
@@ -167,20 +186,24 @@ async def transcribe_file(path: str, out_dir: Path, settings: dict[str, Any], st
     progress = _Progress(size)
     last_ts = 0
     n = 0
+    read_error: PcapError | None = None
     with open_capture(path) as f:
-        for ts_us, linktype, frame in read_capture(f, progress=progress):
-            edge.process(ts_us, linktype, frame)
-            last_ts = max(last_ts, ts_us)
-            for kind, rec in sink.take():
-                if kind == "sip":
-                    await handle_dialog(tracker.on_sip(rec))
-                else:
-                    await handle_media(joiner.on_rtp_batch(rec))
-            n += 1
-            if n % 500 == 0:
-                await handle_dialog(tracker.expire(last_ts))
-                await handle_media(joiner.expire(last_ts))
-                await asyncio.sleep(0)  # let STT readers run
+        try:
+            for ts_us, linktype, frame in read_capture(f, progress=progress):
+                edge.process(ts_us, linktype, frame)
+                last_ts = max(last_ts, ts_us)
+                for kind, rec in sink.take():
+                    if kind == "sip":
+                        await handle_dialog(tracker.on_sip(rec))
+                    else:
+                        await handle_media(joiner.on_rtp_batch(rec))
+                n += 1
+                if n % 500 == 0:
+                    await handle_dialog(tracker.expire(last_ts))
+                    await handle_media(joiner.expire(last_ts))
+                    await asyncio.sleep(0)  # let STT readers run
+        except PcapError as exc:  # corrupt record (e.g. garbage appended): keep every call read before it
+            read_error = exc
     progress.done()
     edge.finish()
     for kind, rec in sink.take():
@@ -188,9 +211,15 @@ async def transcribe_file(path: str, out_dir: Path, settings: dict[str, Any], st
             await handle_dialog(tracker.on_sip(rec))
         else:
             await handle_media(joiner.on_rtp_batch(rec))
-    # End of capture: every call still open ends here.
-    await handle_dialog(tracker.expire(END_OF_TIME_US))
-    await handle_media(joiner.expire(END_OF_TIME_US))
+    # End of capture: every call still open (no BYE seen: a cut capture) times out at the last packet's
+    # time, so its bindings close then and its streams end after the joiner's grace; any stream left
+    # is flushed. (Expiring at END_OF_TIME_US instead closed bindings "at the end of time", which the
+    # joiner never reached: such calls were silently lost.)
+    end_us = last_ts + 1
+    tracker.config = dataclasses.replace(tracker.config, timeout_s=0, setup_timeout_s=0)
+    await handle_dialog(tracker.expire(end_us))
+    await handle_media(joiner.expire(end_us + joiner.close_grace_us))
+    await handle_media(joiner.flush_all())
     if router is not None:
         await router.drain()
     emit_calls(assembler.expire(END_OF_TIME_US))
@@ -200,7 +229,9 @@ async def transcribe_file(path: str, out_dir: Path, settings: dict[str, Any], st
         for speaker in ("caller", "callee"):
             pcm = recorder.pcm(f"{call['site']}/{call['call_id']}", speaker)
             if pcm.size:
-                write_wav(out_dir / f"{name}.{speaker}.wav", pcm)
+                write_wav(out_dir / f"{name}.{speaker}.wav", pcm, rate=wav_rate)
+    if read_error is not None:
+        raise CaptureReadError(str(read_error), calls)
     return calls
 
 
@@ -256,14 +287,25 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.exists(args.file) and args.file != "-":
         print(f"spanscribe transcribe: {args.file}: no such file", file=sys.stderr)
         return 2
+    wav_rate = int(getattr(args, "wav_rate", None) or STT_RATE)
+    if wav_rate != STT_RATE and not args.no_stt:
+        print(f"spanscribe transcribe: --wav-rate {wav_rate} needs --no-stt (STT gets {STT_RATE} Hz)",
+              file=sys.stderr)
+        return 2
     try:
         if args.no_stt:
-            calls = asyncio.run(transcribe_file(args.file, out_dir, settings, None, site=args.site))
+            calls = asyncio.run(transcribe_file(args.file, out_dir, settings, None, site=args.site,
+                                                wav_rate=wav_rate))
         elif args.stt_url:
             calls = asyncio.run(transcribe_file(args.file, out_dir, settings, settings["stt"]["urls"],
                                                 site=args.site, max_sessions=settings["stt"]["max_sessions"]))
         else:
             calls = asyncio.run(_with_local_engine(args, settings))
+    except CaptureReadError as exc:  # corrupt part way: the calls before it are kept and written
+        print(f"spanscribe transcribe: {args.file}: {exc} (kept {len(exc.calls)} call(s) read before it)",
+              file=sys.stderr)
+        print_summary(exc.calls, out_dir, time.monotonic() - t0)
+        return 1
     except ValueError as exc:  # PcapError and friends: one line
         print(f"spanscribe transcribe: {args.file}: {exc}", file=sys.stderr)
         return 1
