@@ -18,6 +18,7 @@ exception escaping a Faust agent would acknowledge the record and lose it silent
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -25,11 +26,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from schemas.codec import AvroCodec, DecodeError
 from spanscribe.config import topic as topic_name
 from spanscribe.metrics import BAD_RECORDS, REGISTRY, counter, gauge
+from spanscribe.partitioning import partition_for
 from streams.core.assembler import CallAssembler
 from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
 from streams.core.media import MediaJoiner
@@ -46,6 +48,9 @@ MEDIA = counter("spanscribe_media_packets_total", "RTP packets seen by the media
 UNMATCHED = counter("spanscribe_rtp_unmatched_total", "RTP packets that never matched a media binding.")
 STREAMS_ACTIVE = gauge("spanscribe_streams_active", "Speaker streams held by this worker's media join.")
 PENDING = gauge("spanscribe_rtp_pending_packets", "RTP packets waiting for their binding.")
+SIP_WAITS = counter("spanscribe_rtp_signalling_waits_total",
+                    "RTP batches held until signalling had caught up with their capture time, by outcome.",
+                    ("outcome",))
 LAG_S = gauge("spanscribe_capture_to_process_seconds",
               "Wall time minus capture time of the last RTP batch handled (real-time lag).")
 
@@ -135,12 +140,40 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         speakers.get("agent_networks") or [], speakers.get("agent_extensions") or [])))
     # RTP may be read well before its binding when a backlog is consumed (both topics are read at once,
     # the rtp topic holds ~1000x more bytes): hold it by capture time AND a memory bound.
-    joiner = MediaJoiner(max_pending_s=float(worker.get("pending_s", 120.0)),
-                         max_pending_bytes=int(float(worker.get("pending_mb", 64)) * (1 << 20)),
-                         idle_s=float(worker.get("idle_s", 30.0)))
+    # One MediaJoiner per rtp partition: a joiner's capture clock ("now": closes + grace, idle ends,
+    # pending expiry) must be its own partition's. Partitions are consumed independently, so one shared
+    # clock let a partition that ran ahead end the streams of another before their last RTP was read.
+    def new_joiner() -> MediaJoiner:
+        return MediaJoiner(max_pending_s=float(worker.get("pending_s", 120.0)),
+                           max_pending_bytes=int(float(worker.get("pending_mb", 64)) * (1 << 20)) // n,
+                           idle_s=float(worker.get("idle_s", 30.0)))
+
+    joiners: dict[int, MediaJoiner] = {}
+
+    def joiner_at(partition: int) -> MediaJoiner:
+        j = joiners.get(partition)
+        if j is None:
+            j = joiners[partition] = new_joiner()
+        return j
+
+    def joiner_for(stream_key: str) -> MediaJoiner:
+        return joiner_at(partition_for(stream_key.encode(), n))
+
+    def apply_binding(b: dict[str, Any]) -> list[Any]:
+        """Apply a MediaBinding to its partition's joiner, idempotently: the signalling agent applies
+        its bindings here at once and the topic brings the same records again later, so an exact
+        repeat, or the open copy of a binding already closed, changes nothing (never re-opens)."""
+        joiner = joiner_for(str(b["stream_key"]))
+        for cur in joiner.index.bindings(str(b["stream_key"])):
+            if (cur["call_id"], cur["version"], cur["speaker"]) == (b["call_id"], b["version"], b["speaker"]):
+                if cur == b or (cur.get("valid_until_us") is not None and b.get("valid_until_us") is None):
+                    return []
+        return joiner.on_binding(b)
     assembler = CallAssembler()
     stt = settings["stt"]
-    state: dict[str, Any] = {"data_us": 0, "data_wall": time.monotonic(), "ready": False}
+    state: dict[str, Any] = {"data_us": 0, "data_wall": time.monotonic(), "ready": False,
+                             "media_idle": time.monotonic(), "media_busy": False}
+    media_us: dict[int, int] = {}  # rtp partition -> newest flush time handled
 
     def publish_segment(key: bytes, seg: dict[str, Any]) -> None:
         transcripts_t.send_soon(key=key, value=codecs["TranscriptSegment"].encode(seg))
@@ -148,8 +181,63 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     def publish_event(key: bytes, ev: dict[str, Any]) -> None:
         events_t.send_soon(key=key, value=codecs["CallEvent"].encode(ev))
 
+    def speaker_still_open(call_key: str, speaker: str) -> bool:
+        """Another stream of this call speaker is live here (a re-INVITE moved it): keep its STT session."""
+        site, _, call_id = call_key.partition("/")
+        for joiner in joiners.values():
+            if any(st.call_key == call_key and st.speaker == speaker for st in joiner.streams.values()):
+                return True
+            if any(b["call_id"] == call_id and b["speaker"] == speaker and b["site"] == site
+                   and b.get("valid_until_us") is None for lst in joiner.index.store.values() for b in lst):
+                return True
+        return False
+
     router = SpeechRouter(stt["urls"], int(stt["max_sessions"]), publish_segment, publish_event,
-                          sample_rate=int(stt.get("sample_rate", 16000)))
+                          sample_rate=int(stt.get("sample_rate", 16000)), still_open=speaker_still_open)
+    router_lock = asyncio.Lock()  # the media agent, the signalling agent and the timer feed one router
+
+    async def route(outs: list[Any]) -> None:
+        if outs:
+            async with router_lock:
+                await router.handle(outs)
+
+    rtp_topic = topic_name(settings, "rtp")
+    sip_topic = topic_name(settings, "sip")
+    sip_pos: dict[TP, tuple[int, int]] = {}  # sip partition -> (offset, capture time) last handled here
+    sip_wait_s = float(worker.get("sip_wait_s", 5.0))
+
+    def sip_watermark_us() -> float:
+        """Capture time up to which this worker's signalling has handled every SIP message it owns
+        (infinite when it has read all there is): bindings up to then are in the local joiner."""
+        wm = float("inf")
+        for tp in app.consumer.assignment():
+            if tp.topic != sip_topic:
+                continue
+            off, ts = sip_pos.get(tp, (-1, -1))
+            try:
+                hw = app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                hw = None
+            if hw is None or off + 1 >= int(hw):
+                continue
+            wm = min(wm, float(ts))
+        return wm
+
+    async def wait_for_signalling(t_us: int) -> None:
+        """Hold an RTP batch until signalling has caught up with its capture time (bounded): an open
+        binding must not take RTP that a BYE or a later call's INVITE, not yet read, would route elsewhere."""
+        if sip_watermark_us() >= t_us:
+            return
+        deadline = time.monotonic() + sip_wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            if sip_watermark_us() >= t_us:
+                SIP_WAITS.labels(outcome="caught_up").inc()
+                return
+        SIP_WAITS.labels(outcome="timeout").inc()
+
+    def owns_rtp(stream_key: bytes) -> bool:
+        return TP(rtp_topic, partition_for(stream_key, n)) in app.consumer.assignment()
 
     def decode(event: EventT) -> dict[str, Any] | None:
         msg = event.message
@@ -175,6 +263,15 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         """Capture-clock 'now': the newest capture time seen, advanced by wall time since (idle input)."""
         return int(state["data_us"] + (time.monotonic() - state["data_wall"]) * 1e6)
 
+    def media_now_us(partition: int) -> int:
+        """One rtp partition's clock: its newest RTP capture time handled, advanced by wall time only
+        while the media agent is idle. Streams end (binding closed + grace, idle) by this clock, never by
+        the signalling side's or another partition's, which may run ahead of RTP still to be read."""
+        base = media_us.get(partition, 0)
+        if state["media_busy"] or not base:
+            return base
+        return int(base + (time.monotonic() - state["media_idle"]) * 1e6)
+
     def seen(ts_us: int) -> None:
         if ts_us > state["data_us"]:
             state["data_us"] = ts_us
@@ -184,6 +281,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         for o in outs:
             if isinstance(o, BindingOut):
                 await bindings_t.send(key=o.key, value=codecs["MediaBinding"].encode(o.value))
+                if owns_rtp(o.key):  # apply at once here too (the topic copy re-applies idempotently)
+                    await route(apply_binding(dict(o.value)))
             elif isinstance(o, CallEventOut):
                 await events_t.send(key=o.key, value=codecs["CallEvent"].encode(o.value))
 
@@ -196,6 +295,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 if rec is None:
                     continue
                 seen(int(rec["capture_ts_us"]))
+                msg = event.message
+                sip_pos[TP(msg.topic, msg.partition)] = (msg.offset, int(rec["capture_ts_us"]))
                 call_key = f"{rec['site']}/{rec['call_id']}"
                 if call_key not in tracker.calls():
                     saved = dialogs_table.get(call_key)
@@ -213,12 +314,13 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     async def media(stream: Any) -> None:
         async for event in stream.events():
             RECORDS.labels(agent="media").inc()
+            state["media_busy"] = True
             try:
                 rec = decode(event)
                 if rec is None:
                     continue
                 if event.message.topic == topic_name(settings, "bindings"):
-                    outs = joiner.on_binding(rec)
+                    outs = apply_binding(rec)
                     key = rec["stream_key"]
                     saved = list(bindings_table.get(key) or [])
                     saved = [b for b in saved if not (b["call_id"] == rec["call_id"] and b["version"] == rec["version"]
@@ -226,16 +328,23 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                     bindings_table[key] = saved[-16:]
                 else:
                     seen(int(rec["flush_ts_us"]))
+                    part = event.message.partition  # == partition_for(stream key) of every entry
+                    joiner = joiner_at(part)
                     LAG_S.set(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
+                    await wait_for_signalling(int(rec["flush_ts_us"]))
                     outs = []
                     for entry in rec["streams"]:  # a restarted worker: seed the joiner from the table
                         if not joiner.index.bindings(entry["stream_key"]):
                             for b in bindings_table.get(entry["stream_key"]) or []:
-                                outs += joiner.on_binding(b)
+                                outs += apply_binding(b)
                     outs += joiner.on_rtp_batch(rec)
-                await router.handle(outs)
+                    media_us[part] = max(media_us.get(part, 0), int(rec["flush_ts_us"]))
+                await route(outs)
             except Exception as exc:
                 dead_letter("media", event, exc)
+            finally:
+                state["media_busy"] = False
+                state["media_idle"] = time.monotonic()
 
     @app.agent(assembler_in, name="assembler")
     async def assemble(stream: Any) -> None:
@@ -259,7 +368,11 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     exported: dict[str, int] = {}
 
     def export_media_counters() -> None:
-        for name, value in joiner.counters.items():
+        totals: dict[str, int] = {}
+        for j in joiners.values():
+            for name, value in j.counters.items():
+                totals[name] = totals.get(name, 0) + value
+        for name, value in totals.items():
             delta = value - exported.get(name, 0)
             if delta > 0:
                 if name == "unmatched_packets":
@@ -267,8 +380,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 else:
                     MEDIA.labels(outcome=name).inc(delta)
             exported[name] = value
-        STREAMS_ACTIVE.set(len(joiner.streams))
-        PENDING.set(joiner.pending_packets)
+        STREAMS_ACTIVE.set(sum(len(j.streams) for j in joiners.values()))
+        PENDING.set(sum(j.pending_packets for j in joiners.values()))
 
     @app.timer(interval=1.0)
     async def tick() -> None:
@@ -276,7 +389,11 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         try:
             export_media_counters()
             await send_dialog_outputs(tracker.expire(now))
-            await router.handle(joiner.expire(now))
+            for part, joiner in sorted(joiners.items()):
+                mnow = media_now_us(part)
+                if mnow:
+                    await route(joiner.expire(mnow))
+                    joiner.index.expire(mnow)
             for doc in assembler.expire(now):
                 CALLS_DONE.inc()
                 await calls_t.send(key=f"{doc['site']}/{doc['call_id']}".encode(),
@@ -303,5 +420,5 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
 
         return web.bytes(generate_latest(REGISTRY), content_type="text/plain; version=0.0.4")
 
-    app.spanscribe = {"tracker": tracker, "joiner": joiner, "assembler": assembler, "router": router}  # type: ignore[attr-defined]
+    app.spanscribe = {"tracker": tracker, "joiners": joiners, "assembler": assembler, "router": router}  # type: ignore[attr-defined]
     return app

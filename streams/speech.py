@@ -27,11 +27,13 @@ class SpeechRouter:
 
     def __init__(self, urls: list[str], max_sessions: int, on_segment: SegmentSink,
                  on_call_event: CallEventSink, sample_rate: int = 16000, partials: bool = True,
-                 audio_tap: Callable[[AudioChunk], None] | None = None) -> None:
+                 audio_tap: Callable[[AudioChunk], None] | None = None,
+                 still_open: Callable[[str, str], bool] | None = None) -> None:
         self.on_segment = on_segment
         self.on_call_event = on_call_event
         self.partials = partials
         self.audio_tap = audio_tap
+        self.still_open = still_open
         self._roles: dict[Hashable, tuple[str, str, str, str | None]] = {}
         self.pool = SttPool(urls, self._on_result, max_sessions=max_sessions, sample_rate=sample_rate)
         self._closing: set[asyncio.Task[None]] = set()
@@ -63,8 +65,13 @@ class SpeechRouter:
 
     async def _end_stream(self, ended: StreamEnded) -> None:
         key = (ended.call_key, ended.speaker)
-        await self.pool.close(key)
         ev = ended.to_call_event()
+        if self.still_open is not None and self.still_open(ended.call_key, ended.speaker):
+            # one stream of a speaker whose audio goes on elsewhere (a re-INVITE moved the port): the
+            # STT session is the speaker's, not the stream's, so it stays open for the new stream
+            self.on_call_event(ended.call_key.encode(), ev)
+            return
+        await self.pool.close(key)
         if key in self.pool.failed:
             ev["note"] = f"STT failed for {ended.speaker}: {self.pool.failed.pop(key)}"
         self.on_call_event(ended.call_key.encode(), ev)

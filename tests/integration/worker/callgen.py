@@ -37,10 +37,13 @@ _edge_seq = itertools.count()
 
 
 def next_start_us(gap_s: float = 1.0) -> int:
-    """A call start (capture time, µs) after every call made so far and not before the wall clock."""
+    """A call start (capture time, µs) after the end of every call made so far, not before the wall clock."""
+    return max(int(time.time() * 1e6), _clock_us + int(gap_s * 1e6))
+
+
+def _ended(us: int) -> None:
     global _clock_us
-    _clock_us = max(int(time.time() * 1e6), _clock_us + int(gap_s * 1e6))
-    return _clock_us
+    _clock_us = max(_clock_us, us)
 
 
 def _mulaw(pcm: np.ndarray) -> np.ndarray:
@@ -82,6 +85,7 @@ class Call:
     def __post_init__(self) -> None:
         if not self.start_us:
             self.start_us = next_start_us()
+        _ended(self.bye_us + 20_000)
 
     # -- derived times (µs, capture time) ---------------------------------------------------------
     @property
@@ -197,7 +201,9 @@ class Call:
     def packets(self) -> list[tuple[int, str, str, int, str, int, int, int, int, bytes]]:
         """Every RTP packet: (capture µs, stream_key, src_ip, src_port, dst_ip, dst_port, ssrc, seq, ts, payload)."""
         out = []
-        switch_us = None if self.reinvite_us is None else self.reinvite_us + 30_000
+        # the callee sends to the new port from the re-INVITE on (the old binding is valid until the
+        # offer's capture time: RTP still in flight to the old port after it would be unmatched)
+        switch_us = self.reinvite_us
         for speaker in ("caller", "callee"):
             codes = _mulaw(self.channel(speaker)).tobytes()
             off = 0 if speaker == "caller" else 7_000

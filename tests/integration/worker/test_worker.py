@@ -55,3 +55,63 @@ def test_call_in_transcript_out(pipeline: Pipeline) -> None:
         assert (s["packets"], s["lost"], s["duplicates"], s["codec"]) == (n, 0, 0, "PCMU"), s
         assert abs(s["audio_s"] - n * 0.02) < 0.05, s
     assert doc["start_us"] == call.start_us and doc["end_us"] == call.bye_us
+
+
+def test_rtp_before_sip(pipeline: Pipeline) -> None:
+    """All the RTP reaches Kafka before any SIP: it waits for its bindings and is transcribed fully."""
+    call = Call(cid("late-sip"), turns=standard_turns(), media_s=9.0)
+    pipeline.send_rtp(rtp_batches(call.packets(), PARTITIONS, site=call.site))
+    import time
+
+    time.sleep(2.0)  # the worker has read the RTP (no binding yet) before the first SIP message exists
+    pipeline.send_sip(call.sip())
+    doc = pipeline.wait_call(call.call_id)
+    assert doc["end_reason"] == "bye"
+    assert_turns(doc, call)
+    got = streams_by_key(doc)
+    for key, n in call.packet_counts().items():
+        assert got[key]["packets"] == n and got[key]["lost"] == 0, got[key]
+
+
+def test_port_reuse_two_calls(pipeline: Pipeline) -> None:
+    """Two calls one after the other on the same media ports: each transcript holds only its own audio."""
+    a = Call(cid("reuse-a"), turns=[Turn("callee", 0.5, 1.0), Turn("caller", 2.5, 1.0)], media_s=5.0)
+    b = Call(cid("reuse-b"), turns=[Turn("caller", 0.5, 1.0), Turn("callee", 2.5, 1.0), Turn("caller", 4.5, 1.0)],
+             media_s=7.0, start_us=a.bye_us + 1_000_000, ssrc={"caller": 0x33330000, "callee": 0x44440000})
+    pipeline.send_call(a)
+    pipeline.send_call(b)
+    da = pipeline.wait_call(a.call_id)
+    db = pipeline.wait_call(b.call_id)
+    for call, doc in ((a, da), (b, db)):
+        assert doc["end_reason"] == "bye"
+        assert_turns(doc, call)
+        got = streams_by_key(doc)
+        assert set(got) == set(call.packet_counts())
+        for key, n in call.packet_counts().items():
+            assert got[key]["packets"] == n, (call.call_id, doc["streams"], n)
+            assert got[key]["ssrc"] == call.ssrc["caller" if key.endswith("/50000") else "callee"]
+
+
+def test_reinvite_to_new_port(pipeline: Pipeline) -> None:
+    """The caller moves its receive port mid-call: the callee's audio after it stays on the same call."""
+    turns = [Turn("callee", 0.5, 1.0), Turn("caller", 2.5, 1.0), Turn("callee", 6.0, 1.0), Turn("caller", 8.0, 1.0),
+             Turn("callee", 10.0, 1.0)]
+    call = Call(cid("reinvite"), turns=turns, media_s=12.0, reinvite_at_s=4.5)
+    before = _unmatched(pipeline)
+    pipeline.send_call(call)
+    doc = pipeline.wait_call(call.call_id)
+    assert doc["end_reason"] == "bye"
+    assert_turns(doc, call)
+    got = streams_by_key(doc)
+    counts = call.packet_counts()
+    assert set(got) == set(counts), (got, counts)  # both callee streams and the caller's
+    for key, n in counts.items():
+        assert got[key]["packets"] == n, (got[key], n)
+    assert _unmatched(pipeline) == before
+
+
+def _unmatched(p: Pipeline) -> float:
+    for line in p.metrics().splitlines():
+        if line.startswith("spanscribe_rtp_unmatched_total "):
+            return float(line.split()[1])
+    return 0.0
