@@ -45,6 +45,22 @@ def _ts_delta(ref: int, ts: npt.NDArray[Any]) -> I64:
     return cast(I64, ts_delta(cast(int, np.int64(ref)), cast(int, ts.astype(np.int64))))
 
 
+_W = 15.0 / 16.0
+
+
+def _jitter_rows(jitter: npt.NDArray[np.float64], d: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """RFC 3550 A.8 ``J += (|D| - J) / 16`` over the m columns of ``d`` (arrival order), for each row.
+
+    Closed form ``J * w**m + sum_i w**(m-1-i) * |D_i| / 16`` (w = 15/16), the sum taken strictly left to
+    right (``cumsum``), never by BLAS or pairwise summation: one buffer and a batch of rows give the
+    same bits.
+    """
+    m = d.shape[1]
+    weights = _W ** np.arange(m - 1, -1, -1, dtype=np.float64)
+    res: npt.NDArray[np.float64] = jitter * _W ** m + np.cumsum(weights * d, axis=1)[:, -1] / 16.0
+    return res
+
+
 def gather_payloads(payloads: bytes, offsets: I64, order: I64) -> tuple[bytes, I64]:
     """Reorder/select the packets ``order`` of a joined payload buffer. Returns (bytes, new offsets)."""
     lens = offsets[1:] - offsets[:-1]
@@ -286,12 +302,9 @@ class JitterBuffer:
         if self._transit is None:
             d = d[1:]
         self._transit = float(transit[-1])
-        m = d.shape[0]
-        if m == 0:
+        if d.shape[0] == 0:
             return
-        w = 15.0 / 16.0
-        weights = w ** np.arange(m - 1, -1, -1, dtype=np.float64)
-        self._jitter = float(self._jitter * w ** m + np.dot(weights, d) / 16.0)
+        self._jitter = float(_jitter_rows(np.array([self._jitter]), d[None, :])[0])
 
     def _release(self, force: bool) -> Frames:
         n = self._ext.shape[0]

@@ -25,8 +25,14 @@ def _taps_per_phase(up: int, down: int) -> int:
     return -(-_TAPS * max(up, down) // up)
 
 
-def _design(up: int, down: int) -> npt.NDArray[np.float64]:
-    """Polyphase bank, shape (up, K), each row reversed for a dot with an input window."""
+def _design(up: int, down: int) -> tuple[npt.NDArray[np.float64], float]:
+    """Polyphase bank, shape (up, K), each row reversed for a dot with an input window, and its scale.
+
+    The taps are integers (held as float64) times ``scale`` (a power of two), with every phase's sum
+    of |taps| at most 2**36: a dot with int16 input then stays below 2**51, so float64 sums it EXACTLY
+    in any order. Whatever computes the filter (one ``np.correlate`` per stream, a GEMM over many
+    streams at once) gets the same output bit for bit.
+    """
     k = _taps_per_phase(up, down)
     ntaps = k * up
     fc = _CUTOFF / (2.0 * max(up, down))  # cycles per upsampled sample
@@ -35,12 +41,14 @@ def _design(up: int, down: int) -> npt.NDArray[np.float64]:
     h *= up / h.sum()  # unity DC gain after zero-stuffing
     # phase p holds taps h[p + q*up], q = 0..K-1, applied to x[i0 - q]; reversed -> window order.
     bank = h.reshape(k, up).T  # bank[p, q] = h[p + q*up]
-    return np.ascontiguousarray(bank[:, ::-1])
+    shift = int(np.floor(np.log2(2.0 ** 36 / float(np.abs(bank).sum(axis=1).max()))))
+    bank_int = np.rint(np.ldexp(bank, shift))
+    return np.ascontiguousarray(bank_int[:, ::-1]), float(np.ldexp(1.0, -shift))
 
 
 _MAX_CORRELATE_PHASES = 8  # up to this many polyphase branches, correlate each over the whole block
 
-_BANKS: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+_BANKS: dict[tuple[int, int], tuple[npt.NDArray[np.float64], float]] = {}
 
 
 class Resampler:
@@ -58,7 +66,7 @@ class Resampler:
         key = (self.up, self.down)
         if not self._identity and key not in _BANKS:
             _BANKS[key] = _design(self.up, self.down)
-        self._bank = _BANKS.get(key)
+        self._bank, self._scale = _BANKS.get(key, (None, 1.0))
         self._k = _taps_per_phase(self.up, self.down)
         self._hist = np.zeros(self._k - 1, dtype=np.float64)
         self._next = 0  # upsampled index of the next output, relative to the next block's first input
@@ -89,7 +97,7 @@ class Resampler:
         last = int(idx[-1]) if idx.size else self._next - self.down
         self._next = last + self.down - total_up
         self._hist = ext[-(k - 1):].copy()
-        return np.minimum(np.maximum(np.rint(y), -32768.0), 32767.0).astype(np.int16)
+        return np.minimum(np.maximum(np.rint(y * self._scale), -32768.0), 32767.0).astype(np.int16)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able state."""
