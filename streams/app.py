@@ -172,7 +172,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     assembler = CallAssembler()
     stt = settings["stt"]
     state: dict[str, Any] = {"data_us": 0, "data_wall": time.monotonic(), "ready": False,
-                             "media_idle": time.monotonic(), "media_busy": False}
+                             "media_idle": time.monotonic(), "media_busy": False, "gave_up_wm": float("-inf")}
     media_us: dict[int, int] = {}  # rtp partition -> newest flush time handled
 
     def publish_segment(key: bytes, seg: dict[str, Any]) -> None:
@@ -226,15 +226,19 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     async def wait_for_signalling(t_us: int) -> None:
         """Hold an RTP batch until signalling has caught up with its capture time (bounded): an open
         binding must not take RTP that a BYE or a later call's INVITE, not yet read, would route elsewhere."""
-        if sip_watermark_us() >= t_us:
-            return
+        wm = sip_watermark_us()
+        if wm >= t_us or wm <= state["gave_up_wm"]:
+            return  # caught up, or signalling stalled at this point already: do not wait per batch
         deadline = time.monotonic() + sip_wait_s
         while time.monotonic() < deadline:
             await asyncio.sleep(0.02)
             if sip_watermark_us() >= t_us:
                 SIP_WAITS.labels(outcome="caught_up").inc()
                 return
+        state["gave_up_wm"] = sip_watermark_us()
         SIP_WAITS.labels(outcome="timeout").inc()
+        log.warning("signalling is not advancing (at %.0f µs capture time): RTP goes on without waiting",
+                    state["gave_up_wm"])
 
     def owns_rtp(stream_key: bytes) -> bool:
         return TP(rtp_topic, partition_for(stream_key, n)) in app.consumer.assignment()
@@ -247,17 +251,24 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         except DecodeError as exc:
             BAD_RECORDS.labels(topic=msg.topic, reason=exc.reason).inc()
             log.warning("%s", exc)
-            dlq_t.send_soon(key=event.key, value=event.value, headers={"spanscribe.error": str(exc).encode()})
+            dlq_t.send_soon(key=event.key, value=event.value, headers=dlq_headers(event, [
+                ("spanscribe.error", str(exc)[:500].encode()), ("spanscribe.reason", exc.reason.encode())]))
             return None
+
+    def dlq_headers(event: EventT, ours: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """The record's own headers, then ours (error, reason, source) for the DLQ copy."""
+        msg = event.message
+        own = [(str(k), bytes(v) if v is not None else b"") for k, v in (msg.headers or [])]
+        return [*own, *ours, ("spanscribe.source", f"{msg.topic}[{msg.partition}]@{msg.offset}".encode())]
 
     def dead_letter(agent: str, event: EventT, exc: BaseException) -> None:
         msg = event.message
         FAILED.labels(agent=agent).inc()
         log.exception("%s: record %s[%s]@%s failed (%s); sent to the DLQ", agent, msg.topic, msg.partition,
                       msg.offset, type(exc).__name__)
-        dlq_t.send_soon(key=event.key, value=event.value, headers={
-            "spanscribe.error": f"{type(exc).__name__}: {exc}"[:500].encode(),
-            "spanscribe.source": f"{msg.topic}[{msg.partition}]@{msg.offset}".encode()})
+        dlq_t.send_soon(key=event.key, value=event.value, headers=dlq_headers(event, [
+            ("spanscribe.error", f"{type(exc).__name__}: {exc}"[:500].encode()),
+            ("spanscribe.reason", b"exception")]))
 
     def data_now_us() -> int:
         """Capture-clock 'now': the newest capture time seen, advanced by wall time since (idle input)."""
@@ -290,13 +301,15 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     async def signalling(stream: Any) -> None:
         async for event in stream.events():
             RECORDS.labels(agent="signalling").inc()
+            msg = event.message
+            tp = TP(msg.topic, msg.partition)
+            ts_us = sip_pos.get(tp, (-1, -1))[1]
             try:
                 rec = decode(event)
                 if rec is None:
                     continue
-                seen(int(rec["capture_ts_us"]))
-                msg = event.message
-                sip_pos[TP(msg.topic, msg.partition)] = (msg.offset, int(rec["capture_ts_us"]))
+                ts_us = int(rec["capture_ts_us"])
+                seen(ts_us)
                 call_key = f"{rec['site']}/{rec['call_id']}"
                 if call_key not in tracker.calls():
                     saved = dialogs_table.get(call_key)
@@ -309,6 +322,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 await send_dialog_outputs(outs)
             except Exception as exc:
                 dead_letter("signalling", event, exc)
+            finally:  # handled (bindings applied here), even a bad record: the watermark moves on
+                sip_pos[tp] = (msg.offset, ts_us)
 
     @app.agent(media_in, name="media")
     async def media(stream: Any) -> None:

@@ -115,3 +115,45 @@ def _unmatched(p: Pipeline) -> float:
         if line.startswith("spanscribe_rtp_unmatched_total "):
             return float(line.split()[1])
     return 0.0
+
+
+def _bad_records(p: Pipeline) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in p.metrics().splitlines():
+        if line.startswith("spanscribe_bad_records_total{"):
+            labels, value = line.rsplit(" ", 1)
+            topic = labels.split('topic="', 1)[1].split('"', 1)[0]
+            out[topic] = out.get(topic, 0.0) + float(value)
+    return out
+
+
+def test_corrupt_records_go_to_the_dlq(pipeline: Pipeline) -> None:
+    """A corrupt record on each input topic: dead-lettered with its headers, counted, and the worker
+    goes on transcribing."""
+    inputs = ["sip", "rtp", "bindings", "transcripts", "call-events"]
+    before = _bad_records(pipeline)
+    tag = uuid.uuid4().hex[:8]
+    for name in inputs:
+        pipeline.send_raw(name, key=f"it/corrupt-{tag}-{name}".encode(), value=b"\x00\x01not avro " + name.encode(),
+                          partition=1, headers=[("x-test", f"{tag}:{name}".encode())])
+    call = Call(cid("after-dlq"), turns=standard_turns(), media_s=9.0)
+    pipeline.send_call(call)
+    doc = pipeline.wait_call(call.call_id)
+    assert_turns(doc, call)  # the worker kept processing
+
+    dlq = pipeline.read("dlq", None, until=lambda rs: sum(tag.encode() in m.key() for m, _ in rs) >= len(inputs),
+                        timeout_s=30)
+    mine = [m for m, _ in dlq if m.key() and tag.encode() in m.key()]
+    by_topic = {}
+    for m in mine:
+        h = dict(m.headers() or [])
+        assert h["x-test"].decode().startswith(tag), h  # the record's own headers are kept
+        assert h["spanscribe.error"] and h["spanscribe.reason"], h
+        src = h["spanscribe.source"].decode()
+        by_topic[src.split("[", 1)[0]] = (m, h)
+        assert m.value().startswith(b"\x00\x01not avro ")  # the record itself, untouched
+    assert set(by_topic) == {pipeline.topic(n) for n in inputs}, sorted(by_topic)
+    after = _bad_records(pipeline)
+    for n in inputs:
+        t = pipeline.topic(n)
+        assert after.get(t, 0.0) - before.get(t, 0.0) == 1.0, (t, before, after)
