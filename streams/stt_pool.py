@@ -60,6 +60,7 @@ class _Session:
     retained: deque[_Chunk] = field(default_factory=deque)  # audio since the last final result
     queued_s: float = 0.0
     closed: bool = False
+    answered: bool = False  # the server sent something on the current connection
 
 
 class SttPool:
@@ -189,6 +190,9 @@ class SttPool:
                         return
                     raise ConnectionError("server closed the session")
                 except (OSError, ConnectionError, WebSocketException) as exc:
+                    if s.answered:  # it worked for a while: a new loss starts a new series of retries
+                        attempt = 0
+                        s.answered = False
                     attempt += 1
                     RECONNECTS.labels(reason="lost").inc()
                     if attempt > self.max_retries:
@@ -219,6 +223,8 @@ class SttPool:
             async for msg in ws:  # type: ignore[attr-defined]
                 if isinstance(msg, bytes):
                     continue
+                if '"error"' not in msg:
+                    s.answered = True
                 try:
                     results = vs.on_message(msg)
                 except ValueError as exc:

@@ -143,17 +143,35 @@ class Pipeline:
         left = self.producer.flush(30)
         assert left == 0, f"{left} records not delivered"
 
-    def send_call(self, call: Call) -> None:
-        """The whole call, in capture order: SIP and RTP interleaved by time."""
+    def send_call(self, call: Call, from_s: float | None = None, to_s: float | None = None) -> None:
+        """The call's records in capture order (SIP and RTP interleaved by time); with ``from_s`` /
+        ``to_s`` only those with capture time in [media start + from_s, media start + to_s)."""
         sip = call.sip()
         batches = rtp_batches(call.packets(), PARTITIONS, site=call.site)
         items = [(ts, 0, ("sip", r)) for ts, r in sip] + [(b[0], 1, ("rtp", b)) for b in batches]
         items.sort(key=lambda x: (x[0], x[1]))
-        for _, _, (kind, obj) in items:
+        lo = -1 if from_s is None else call.media0_us + int(from_s * 1e6)
+        hi = 1 << 62 if to_s is None else call.media0_us + int(to_s * 1e6)
+        for ts, _, (kind, obj) in items:
+            if not lo <= ts < hi:
+                continue
             if kind == "sip":
-                self.send_sip([(0, obj)])
+                self.producer.produce(self.topic("sip"), key=f"{obj['site']}/{obj['call_id']}".encode(),
+                                      value=self.codecs["SipMessage"].encode(obj))
             else:
-                self.send_rtp([obj])
+                _, part, key, rec = obj
+                self.producer.produce(self.topic("rtp"), key=key, value=self.codecs["RtpBatch"].encode(rec),
+                                      partition=part)
+        self.flush()
+
+    def wait_finals(self, call_id: str, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` final segments of the call are in the transcripts topic."""
+        def done(rs: list[Any]) -> bool:
+            return sum(1 for _, r in rs if r and r["call_id"] == call_id and r["is_final"]) >= count
+        recs = self.read("transcripts", "TranscriptSegment", until=done, timeout_s=timeout_s)
+        got = [r for _, r in recs if r and r["call_id"] == call_id and r["is_final"]]
+        assert len(got) >= count, (got, self.worker.log()[-3000:])
+        return got
 
     # -- reading ------------------------------------------------------------------------------------
     def read(self, name: str, codec: str | None, until: Any = None, timeout_s: float = 60.0,

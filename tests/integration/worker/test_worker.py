@@ -157,3 +157,32 @@ def test_corrupt_records_go_to_the_dlq(pipeline: Pipeline) -> None:
     for n in inputs:
         t = pipeline.topic(n)
         assert after.get(t, 0.0) - before.get(t, 0.0) == 1.0, (t, before, after)
+
+
+def six_turns() -> list[Turn]:
+    return [Turn("callee", 0.5, 1.0), Turn("caller", 2.5, 1.0), Turn("callee", 4.5, 1.0),
+            Turn("caller", 6.5, 1.0), Turn("callee", 8.5, 1.0), Turn("caller", 10.5, 1.0)]
+
+
+def test_stt_server_restart_loses_no_words(pipeline: Pipeline) -> None:
+    """The STT server is killed in the middle of a turn and started again on the same port: the pool
+    reconnects, re-sends the audio since the last final result, and every turn is in the transcript."""
+    import signal
+    import time
+
+    call = Call(cid("stt-restart"), turns=six_turns(), media_s=12.0)
+    pipeline.send_call(call, to_s=5.0)  # up to the middle of the callee's second turn (4.5-5.5 s)
+    pipeline.wait_finals(call.call_id, 2)  # the first two turns are through
+    time.sleep(0.5)  # the half turn has reached the server
+    pipeline.stt.kill(signal.SIGKILL)
+    pipeline.send_call(call, from_s=5.0, to_s=8.0)  # more audio while the server is down
+    time.sleep(1.5)
+    pipeline.start_stt()
+    pipeline.send_call(call, from_s=8.0)
+    doc = pipeline.wait_call(call.call_id, timeout_s=120)
+    assert doc["end_reason"] == "bye"
+    assert_turns(doc, call)
+    m = pipeline.metrics()
+    assert 'spanscribe_stt_reconnects_total{reason="lost"}' in m or "spanscribe_stt_reconnects_total" in m
+    resent = [ln for ln in m.splitlines() if ln.startswith("spanscribe_stt_resent_audio_seconds_total ")]
+    assert resent and float(resent[0].split()[1]) > 0, resent
