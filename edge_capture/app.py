@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 from spanscribe import metrics
 
@@ -272,7 +272,7 @@ def _log_progress(p: EdgePipeline, sink: Any, source: Any, elapsed: float) -> No
 
 
 def _finish(pipeline: EdgePipeline, sink: Any, source: Any, args: argparse.Namespace, t_start: float,
-            mx: Optional[_Metrics]) -> int:
+            mx: _Metrics | None) -> int:
     pipeline.finish()
     left = sink.close(30.0)
     elapsed = time.monotonic() - t_start

@@ -17,11 +17,10 @@ VXLAN (UDP 4789), IP-in-IP (protocol 4 and 41).
 from __future__ import annotations
 
 import struct
-from typing import Optional, Union
 
 from spanscribe.protocols.errors import MalformedInput, Reason
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 # Link types (pcap LINKTYPE_* values; DLT_RAW is 12 or 14 on some BSDs).
 LINKTYPE_NULL = 0
@@ -119,7 +118,7 @@ class FragmentReassembler:
     def pending_bytes(self) -> int:
         return self._bytes
 
-    def add(self, key: tuple[object, ...], offset: int, more: bool, data: Buffer, ts_us: int) -> Optional[bytes]:
+    def add(self, key: tuple[object, ...], offset: int, more: bool, data: Buffer, ts_us: int) -> bytes | None:
         """Add one fragment (``offset`` in bytes). Returns the reassembled payload or None.
 
         Raises:
@@ -160,7 +159,7 @@ class FragmentReassembler:
             pos = max(pos, off + len(frags[off]))
         if pos < total:  # type: ignore[operator]
             return None
-        buf = bytearray(total)  # type: ignore[arg-type]
+        buf = bytearray(int(total))  # type: ignore[call-overload]
         for off in sorted(frags):
             chunk = frags[off]
             room = int(total) - off  # type: ignore[call-overload]
@@ -200,7 +199,7 @@ class FrameDecoder:
     (IP carrying neither UDP/TCP nor a tunnel), ``tunnels`` (decapsulations), ``fragments``.
     """
 
-    def __init__(self, reassembler: Optional[FragmentReassembler] = None, vxlan_ports: tuple[int, ...] = (VXLAN_PORT,)) -> None:
+    def __init__(self, reassembler: FragmentReassembler | None = None, vxlan_ports: tuple[int, ...] = (VXLAN_PORT,)) -> None:
         self.frags = reassembler or FragmentReassembler()
         self.vxlan_ports = frozenset(vxlan_ports)
         self.non_ip = 0
@@ -209,7 +208,7 @@ class FrameDecoder:
         self.fragments = 0
 
     # -- entry point --------------------------------------------------------------------------
-    def decode(self, ts_us: int, linktype: int, frame: Buffer) -> Optional[Datagram]:
+    def decode(self, ts_us: int, linktype: int, frame: Buffer) -> Datagram | None:
         """Decode one frame. Returns a Datagram, or None (not UDP/TCP, or a fragment waiting).
 
         Raises:
@@ -233,7 +232,7 @@ class FrameDecoder:
             raise MalformedInput(Reason.TRUNCATED, f"frame: {type(exc).__name__}: {exc}") from None
 
     # -- link layers --------------------------------------------------------------------------
-    def _link(self, ts_us: int, linktype: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _link(self, ts_us: int, linktype: int, mv: memoryview, depth: int) -> Datagram | None:
         if linktype == LINKTYPE_ETHERNET:
             return self._ethernet(ts_us, mv, depth)
         if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_BSD12, LINKTYPE_RAW_BSD14, LINKTYPE_IPV4, LINKTYPE_IPV6):
@@ -265,7 +264,7 @@ class FrameDecoder:
             return self._pppoe(ts_us, mv, depth)
         raise MalformedInput(Reason.UNSUPPORTED, f"link type {linktype} is not supported")
 
-    def _ethernet(self, ts_us: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _ethernet(self, ts_us: int, mv: memoryview, depth: int) -> Datagram | None:
         if len(mv) < 14:
             raise MalformedInput(Reason.BAD_LINK, "Ethernet: truncated header")
         et = _U16.unpack_from(mv, 12)[0]
@@ -274,7 +273,7 @@ class FrameDecoder:
             return None
         return self._ethertype(ts_us, et, mv[14:], depth)
 
-    def _ethertype(self, ts_us: int, et: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _ethertype(self, ts_us: int, et: int, mv: memoryview, depth: int) -> Datagram | None:
         # 802.1Q / 802.1ad QinQ tags, any number (bounded by the frame length).
         while et in ETH_VLAN:
             if len(mv) < 4:
@@ -303,7 +302,7 @@ class FrameDecoder:
         self.non_ip += 1
         return None
 
-    def _pppoe(self, ts_us: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _pppoe(self, ts_us: int, mv: memoryview, depth: int) -> Datagram | None:
         if len(mv) < 6:
             raise MalformedInput(Reason.BAD_LINK, "PPPoE: truncated header")
         if mv[1] != 0:  # code 0 = session data
@@ -312,7 +311,7 @@ class FrameDecoder:
         plen = _U16.unpack_from(mv, 4)[0]
         return self._ppp(ts_us, mv[6:6 + plen], depth)
 
-    def _ppp(self, ts_us: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _ppp(self, ts_us: int, mv: memoryview, depth: int) -> Datagram | None:
         if len(mv) >= 2 and mv[0] == 0xFF and mv[1] == 0x03:  # HDLC address/control
             mv = mv[2:]
         if not len(mv):
@@ -333,7 +332,7 @@ class FrameDecoder:
         return None
 
     # -- IP -----------------------------------------------------------------------------------
-    def _ip_guess(self, ts_us: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _ip_guess(self, ts_us: int, mv: memoryview, depth: int) -> Datagram | None:
         if not len(mv):
             raise MalformedInput(Reason.BAD_IP, "IP: empty packet")
         v = mv[0] >> 4
@@ -343,7 +342,7 @@ class FrameDecoder:
             return self._ipv6(ts_us, mv, depth)
         raise MalformedInput(Reason.BAD_VERSION, f"IP: version {v}")
 
-    def _ipv4(self, ts_us: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _ipv4(self, ts_us: int, mv: memoryview, depth: int) -> Datagram | None:
         if len(mv) < 20:
             raise MalformedInput(Reason.BAD_IP, "IPv4: truncated header")
         vihl, tlen, ident, frag, proto, src, dst = _IPV4.unpack_from(mv, 0)
@@ -370,7 +369,7 @@ class FrameDecoder:
             payload = memoryview(whole)
         return self._transport(ts_us, proto, src, dst, payload, depth)
 
-    def _ipv6(self, ts_us: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _ipv6(self, ts_us: int, mv: memoryview, depth: int) -> Datagram | None:
         if len(mv) < 40:
             raise MalformedInput(Reason.BAD_IP, "IPv6: truncated header")
         if mv[0] >> 4 != 6:
@@ -418,7 +417,7 @@ class FrameDecoder:
         return self._transport(ts_us, nh, src, dst, rest, depth)
 
     # -- transport and tunnels ---------------------------------------------------------------
-    def _transport(self, ts_us: int, proto: int, src: bytes, dst: bytes, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _transport(self, ts_us: int, proto: int, src: bytes, dst: bytes, mv: memoryview, depth: int) -> Datagram | None:
         if proto == IPPROTO_UDP:
             if len(mv) < 8:
                 raise MalformedInput(Reason.TRUNCATED, "UDP: truncated header")
@@ -454,7 +453,7 @@ class FrameDecoder:
         self.other_proto += 1
         return None
 
-    def _gre(self, ts_us: int, mv: memoryview, depth: int) -> Optional[Datagram]:
+    def _gre(self, ts_us: int, mv: memoryview, depth: int) -> Datagram | None:
         """GRE (RFC 2784/2890), with ERSPAN type I/II (0x88be) and III (0x22eb)."""
         if len(mv) < 4:
             raise MalformedInput(Reason.UNSUPPORTED, "GRE: truncated header")

@@ -26,11 +26,11 @@ _U16 = np.uint16
 _U32 = np.uint32
 
 
-def _u16(h: np.ndarray, i: int) -> np.ndarray:
+def _u16(h: np.ndarray, i: int) -> Any:
     return (h[:, i].astype(_U32) << 8) | h[:, i + 1]
 
 
-def _u32(h: np.ndarray, i: int) -> np.ndarray:
+def _u32(h: np.ndarray, i: int) -> Any:
     return (h[:, i].astype(_U32) << 24) | (h[:, i + 1].astype(_U32) << 16) | (h[:, i + 2].astype(_U32) << 8) | h[:, i + 3]
 
 
@@ -89,7 +89,7 @@ def _payloads(buf: bytes, starts: np.ndarray, lens: np.ndarray) -> tuple[bytes, 
         arr = np.frombuffer(buf, dtype=np.uint8)
         return arr[starts.astype(np.int64)[:, None] + np.arange(first, dtype=np.int64)].tobytes(), poff
     mv = memoryview(buf)
-    return b"".join([mv[o:o + n] for o, n in zip(starts.tolist(), lens.tolist())]), poff
+    return b"".join([mv[o:o + n] for o, n in zip(starts.tolist(), lens.tolist(), strict=False)]), poff
 
 
 def _gather(src: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +137,7 @@ class BlockPath:
         n = len(offs)
         if linktype != 1 or len(buf) < 54 or n < 16:
             mv = memoryview(buf)
-            for i, (t, ln_) in enumerate(zip(ts.tolist(), ln.tolist())):
+            for i, (t, ln_) in enumerate(zip(ts.tolist(), ln.tolist(), strict=False)):
                 p.process(t, linktype, mv[offs[i]:offs[i] + ln_])
             return
         arr = np.frombuffer(buf, dtype=np.uint8)
@@ -156,7 +156,7 @@ class BlockPath:
             cand &= ~np.isin(dport, self._vx)
         if not cand.any():
             mv = memoryview(buf)
-            for i, (t, ln_) in enumerate(zip(ts.tolist(), ln.tolist())):
+            for i, (t, ln_) in enumerate(zip(ts.tolist(), ln.tolist(), strict=False)):
                 p.process(t, linktype, mv[offs[i]:offs[i] + ln_])
             return
         src = _u32(h, 26)
@@ -170,7 +170,8 @@ class BlockPath:
         tss = ts.tolist()
         lens = ln.tolist()
         i = 0
-        fast = part = None
+        fast: Any = None
+        part: Any = None
         if self._ep_version != p.ep_version:
             self._endpoint_arrays()
         while i < n:
@@ -214,7 +215,7 @@ class BlockPath:
         cut = j
         full_part = -1
         uniq, counts = np.unique(parts, return_counts=True)
-        for u, c in zip(uniq.tolist(), counts.tolist()):
+        for u, c in zip(uniq.tolist(), counts.tolist(), strict=False):
             room = p.max_batch - p.pending_count.get(u, 0)
             if c >= room:
                 at = i + int(np.flatnonzero(parts == u)[max(room, 1) - 1]) + 1
@@ -233,7 +234,7 @@ class BlockPath:
         st.udp += m
         st.rtp_packets += m
         p.last_ts_us = int(cols["ts"][cut - 1])
-        for u, c in zip(*np.unique(run["part"], return_counts=True)):
+        for u, c in zip(*np.unique(run["part"], return_counts=True), strict=False):
             p.pending_count[int(u)] = p.pending_count.get(int(u), 0) + int(c)
             p.pending.setdefault(int(u), [])
         if full_part >= 0:

@@ -23,7 +23,6 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +97,9 @@ def filter_bytes(prog: list[tuple[int, int, int, int]]) -> tuple[bytes, ctypes.A
 class LiveSource:
     """Frames from ``iface``: iterate to get ``(ts_us, linktype, frame)``. Never transmits."""
 
-    def __init__(self, iface: str, ring_mb: int = 64, bpf: Optional[list[tuple[int, int, int, int]]] = None,
+    def __init__(self, iface: str, ring_mb: int = 64, bpf: list[tuple[int, int, int, int]] | None = None,
                  promisc: bool = True, retire_ms: int = 20, use_ring: bool = True,
-                 stop: Callable[[], bool] = lambda: False, on_idle: Optional[Callable[[], None]] = None,
+                 stop: Callable[[], bool] = lambda: False, on_idle: Callable[[], None] | None = None,
                  idle_s: float = 0.1) -> None:
         self.iface = iface
         self.stop = stop
@@ -109,7 +108,7 @@ class LiveSource:
         self.kernel_packets = 0
         self.kernel_drops = 0
         self.kernel_freezes = 0
-        self.ring: Optional[mmap.mmap] = None
+        self.ring: mmap.mmap | None = None
         self.mode = "ring"
         try:
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -220,7 +219,7 @@ class LiveSource:
         while not self.stop():
             try:
                 n, addr = recv(buf)
-            except socket.timeout:
+            except TimeoutError:
                 if self.on_idle is not None:
                     self.on_idle()
                 continue

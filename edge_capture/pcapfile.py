@@ -12,7 +12,7 @@ import io
 import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 
 PCAP_MAGICS = {
     0xA1B2C3D4: ("<", 1), 0xD4C3B2A1: (">", 1),  # microsecond, as read little-endian
@@ -28,15 +28,15 @@ class PcapError(ValueError):
     """The file is not a capture we can read, or its structure is corrupt."""
 
 
-def open_capture(path: str, stdin: Optional[BinaryIO] = None) -> BinaryIO:
+def open_capture(path: str, stdin: BinaryIO | None = None) -> BinaryIO:
     """Open ``path`` (``-`` = stdin) as a binary stream, transparently gunzipping."""
     if path == "-":
         import sys
 
-        raw: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
+        raw: Any = stdin if stdin is not None else sys.stdin.buffer
         if not hasattr(raw, "peek"):
-            raw = io.BufferedReader(raw)  # type: ignore[arg-type]
-        head = raw.peek(2)[:2]  # type: ignore[attr-defined]
+            raw = io.BufferedReader(raw)
+        head = raw.peek(2)[:2]
     else:
         with open(path, "rb") as probe:
             head = probe.read(2)
@@ -45,11 +45,12 @@ def open_capture(path: str, stdin: Optional[BinaryIO] = None) -> BinaryIO:
         return open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
+    result: BinaryIO = raw
+    return result
 
 
 def read_capture(f: BinaryIO, stop: Callable[[], bool] = lambda: False, speed: float = 0.0,
-                 progress: Optional[Callable[[int], None]] = None) -> Iterator[Item]:
+                 progress: Callable[[int], None] | None = None) -> Iterator[Item]:
     """Yield (ts_us, linktype, frame) for every packet of a pcap or pcapng stream.
 
     ``speed`` > 0 paces replay at capture time (1 = real time, 2 = twice as fast); 0 = as fast as
@@ -81,7 +82,7 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
 
 
 def _paced(items: Iterator[Item], speed: float) -> Iterator[Item]:
-    t0_wall: Optional[float] = None
+    t0_wall: float | None = None
     t0_cap = 0
     for item in items:
         if t0_wall is None:
@@ -97,7 +98,7 @@ def _paced(items: Iterator[Item], speed: float) -> Iterator[Item]:
 class _Chunker:
     """A growing window over the stream: ``buf`` holds unread bytes from ``pos``."""
 
-    def __init__(self, f: BinaryIO, initial: bytes, progress: Optional[Callable[[int], None]]) -> None:
+    def __init__(self, f: BinaryIO, initial: bytes, progress: Callable[[int], None] | None) -> None:
         self.f = f
         self.buf = initial
         self.pos = 0
@@ -122,7 +123,7 @@ class _Chunker:
         return True
 
 
-def _pcap(f: BinaryIO, head: bytes, stop: Callable[[], bool], progress: Optional[Callable[[int], None]]) -> Iterator[Item]:
+def _pcap(f: BinaryIO, head: bytes, stop: Callable[[], bool], progress: Callable[[int], None] | None) -> Iterator[Item]:
     rest = _read_exact(f, 20)
     if len(rest) < 20:
         raise PcapError("pcap: truncated global header")
@@ -161,7 +162,7 @@ def _pcap(f: BinaryIO, head: bytes, stop: Callable[[], bool], progress: Optional
             return
 
 
-def _pcapng(f: BinaryIO, head: bytes, stop: Callable[[], bool], progress: Optional[Callable[[int], None]]) -> Iterator[Item]:
+def _pcapng(f: BinaryIO, head: bytes, stop: Callable[[], bool], progress: Callable[[int], None] | None) -> Iterator[Item]:
     """pcapng: SHB, IDB (link type, if_tsresol), EPB, SPB and obsolete PB blocks; others skipped."""
     c = _Chunker(f, head, progress)
     endian = "<"
@@ -236,20 +237,21 @@ Block = tuple[int, bytes, list[int], Any, Any]  # linktype, buf, offsets, length
 
 
 def read_pcap_blocks(f: BinaryIO, stop: Callable[[], bool] = lambda: False,
-                     progress: Optional[Callable[[int], None]] = None) -> Optional[Iterator[Block]]:
+                     progress: Callable[[int], None] | None = None) -> Iterator[Block] | None:
     """Blocks of a classic pcap stream for the vectorised fast path, or None if ``f`` is not pcap
     (then use :func:`read_capture`; nothing has been consumed from a seekable file).
 
     Yields ``(linktype, buf, offsets, lengths, ts_us)``: every whole record in one read window, with
     frame ``i`` at ``buf[offsets[i]:offsets[i] + lengths[i]]``. ``buf`` is immutable bytes.
     """
-    head = f.peek(4)[:4] if hasattr(f, "peek") else b""  # type: ignore[attr-defined]
+    peek: Any = getattr(f, "peek", None)
+    head = peek(4)[:4] if peek is not None else b""
     if len(head) < 4 or struct.unpack("<I", head)[0] not in PCAP_MAGICS:
         return None
     return _pcap_blocks(f, stop, progress)
 
 
-def _pcap_blocks(f: BinaryIO, stop: Callable[[], bool], progress: Optional[Callable[[int], None]]) -> Iterator[Block]:
+def _pcap_blocks(f: BinaryIO, stop: Callable[[], bool], progress: Callable[[int], None] | None) -> Iterator[Block]:
     import numpy as np
 
     hdr = _read_exact(f, 24)

@@ -19,9 +19,9 @@ import struct
 import sys
 from array import array
 from collections import Counter as TallyCounter
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
-from typing import Any, Optional, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from spanscribe.partitioning import partition_for
 from spanscribe.protocols import rtp as rtp_proto
@@ -73,7 +73,7 @@ class EdgeConfig:
 _LE = sys.byteorder == "little"
 
 
-def _col(a: array) -> bytes:
+def _col(a: array[int]) -> bytes:
     """Little-endian bytes of an array column (the wire format of RtpStreamBatch columns)."""
     if not _LE:
         a = array(a.typecode, a)
@@ -166,7 +166,7 @@ def ip_text(ip: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(ip) == 4 else socket.AF_INET6, ip)
 
 
-def ip_packed(text: str) -> Optional[bytes]:
+def ip_packed(text: str) -> bytes | None:
     """Packed form of an IP address in text, or None if it is not one (e.g. a host name in c=)."""
     for fam in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -203,7 +203,7 @@ class EdgePipeline:
         self.batch_seq: dict[int, int] = {}
         self._dst_cache: dict[tuple[bytes, int], tuple[str, int, str]] = {}
         self._ip_cache: dict[bytes, str] = {}
-        self.edge_start_us: Optional[int] = None
+        self.edge_start_us: int | None = None
         self.edge_seq = 0
         self.next_flush_us = 0
         self.next_sweep_us = 0
@@ -257,13 +257,13 @@ class EdgePipeline:
                 if not len(payload) and not flags & TCP_SYN and key not in self.tcp.flows:
                     return
                 msgs, errors = self.tcp.segment(key, seq, flags, payload, ts_us)
-                for exc in errors:
-                    st.errors["tcp", exc.reason.value] += 1
+                for err in errors:
+                    st.errors["tcp", err.reason.value] += 1
                 for m in msgs:
                     self._sip_message(ts_us, "tcp", src, sport, dst, dport, m)
 
     def consume(self, items: Iterable[tuple[int, int, Buffer]], every: int = 8192,
-                housekeeping: Optional[Callable[[], bool]] = None) -> None:
+                housekeeping: Callable[[], bool] | None = None) -> None:
         """Process every frame of ``items``: the hot loop, with Ethernet/IPv4/UDP/RTP to a known
         endpoint inlined (one ``unpack_from`` for all headers, locals instead of attribute lookups).
         Everything else goes through :meth:`process`. ``housekeeping()`` runs every ``every`` frames
@@ -530,10 +530,11 @@ class EdgePipeline:
             self.ep_version += 1
             self.ep_removed += 1
         idle = [k for k, s in self.streams.items() if not s.seq and now_us - s.last > 60_000_000]
-        for k in idle:
-            s = self.streams.pop(k)
-            if len(k[0]) == 4 and len(k[2]) == 4:
-                self.fast_streams.pop((int.from_bytes(k[2], "big"), k[3], int.from_bytes(k[0], "big"), k[1], k[4]), None)
+        for sk in idle:
+            s = self.streams.pop(sk)
+            if len(sk[0]) == 4 and len(sk[2]) == 4:
+                self.fast_streams.pop((int.from_bytes(sk[2], "big"), sk[3], int.from_bytes(sk[0], "big"), sk[1], sk[4]),
+                                      None)
             if self.cfg.keep_stream_stats and len(self.retired_streams) < self.cfg.max_stream_stats:
                 self.retired_streams.append(s)
 
@@ -562,7 +563,7 @@ class EdgePipeline:
         s.max_ext = mx
         s.packets += n
 
-    def _flush_partition(self, part: int, now_us: int, fast: Optional[list[dict[str, Any]]] = None) -> None:
+    def _flush_partition(self, part: int, now_us: int, fast: list[dict[str, Any]] | None = None) -> None:
         if fast is None:
             fast = self.block.entries(part).get(part, []) if self.block.interval.count else []
         streams = self.pending.pop(part, None) or []
@@ -589,8 +590,8 @@ class EdgePipeline:
         self.stats.rtp_streams_flushed += len(entries)
         self.sink.send_rtp(part, f"{self.cfg.site}/{self.cfg.edge_id}/{part}".encode(), record)
 
-    def consume_blocks(self, blocks: Iterable[tuple[int, bytes, list[int], list[int], list[int]]],
-                       housekeeping: Optional[Callable[[], bool]] = None) -> None:
+    def consume_blocks(self, blocks: Iterable[tuple[int, bytes, list[int], Any, Any]],
+                       housekeeping: Callable[[], bool] | None = None) -> None:
         """Process blocks from :func:`edge_capture.pcapfile.read_pcap_blocks` on the vectorised path
         (:mod:`.fastpath`); same records as :meth:`process` per frame."""
         for blk in blocks:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from schemas.codec import SINGLE_OBJECT_MAGIC, AvroCodec
 
@@ -41,7 +41,7 @@ class KafkaSink:
     """Produce SipMessage and RtpBatch records (see module doc)."""
 
     def __init__(self, kafka_conf: Mapping[str, Any], sip_topic: str, rtp_topic: str,
-                 registry_url: Optional[str] = None, metadata_timeout_s: float = 30.0) -> None:
+                 registry_url: str | None = None, metadata_timeout_s: float = 30.0) -> None:
         from confluent_kafka import Producer
 
         conf = dict(PRODUCER_DEFAULTS)
@@ -94,7 +94,7 @@ class KafkaSink:
             self._last_error_log = now
             log.warning("delivery to %s[%s] failed: %s", msg.topic(), msg.partition(), err)
 
-    def _produce(self, topic: str, value: bytes, key: bytes, partition: Optional[int] = None) -> None:
+    def _produce(self, topic: str, value: bytes, key: bytes, partition: int | None = None) -> None:
         produce = self.producer.produce
         while True:
             try:

@@ -10,8 +10,6 @@ resynchronises at the next SIP start line (heplify: src/decoder/tcpassembly.go d
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from spanscribe.protocols.errors import MalformedInput, Reason
 from spanscribe.protocols.sip import SipStreamFramer
 
@@ -34,7 +32,7 @@ class TcpFlow:
                  "errors", "gaps", "tls")
 
     def __init__(self, max_bytes: int = 1 << 20) -> None:
-        self.next_seq: Optional[int] = None
+        self.next_seq: int | None = None
         self.ooo: dict[int, bytes] = {}
         self.ooo_bytes = 0
         self.ooo_since_us = 0

@@ -143,7 +143,7 @@ def test_live_into_kafka(netns, tmp_path, kafka_settings, consume):
     codec = AvroCodec("SipMessage")
     recs = [codec.decode(m.value()) for m in sip]
     assert len(recs) == 6 and sorted(r["edge_seq"] for r in recs) == list(range(1, 7))
-    for m, r in zip(sip, recs):
+    for m, r in zip(sip, recs, strict=False):
         assert m.key() == f"lab/{r['call_id']}".encode() and m.partition() == partition_for(m.key(), 4)
     rtp = consume(bs, f"{prefix}.rtp", s["rtp_batches"], timeout_s=60)
     rcodec = AvroCodec("RtpBatch")

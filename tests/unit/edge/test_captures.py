@@ -48,7 +48,7 @@ UNREADABLE = {"protos-c07-sip-r2.cap": "NetMon 2.x format, not pcap/pcapng (its 
 def _manifest(captures_dir: Path) -> dict[str, dict[str, str]]:
     with open(captures_dir / "manifest.tsv", encoding="utf-8") as f:
         rows = list(csv.reader((line for line in f if not line.startswith("#")), delimiter="\t"))
-    return {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    return {r[0]: dict(zip(rows[0], r, strict=False)) for r in rows[1:]}
 
 
 def _names() -> list[str]:

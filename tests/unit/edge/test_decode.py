@@ -5,7 +5,21 @@ import struct
 
 import pytest
 from edgefakes import (
-    eth, erspan2, erspan3, frag6, gre, ip4, ip6, ipv4, ipv6, sip_invite, sll, sll2, tcp, udp, vxlan,
+    erspan2,
+    erspan3,
+    eth,
+    frag6,
+    gre,
+    ip4,
+    ip6,
+    ipv4,
+    ipv6,
+    sip_invite,
+    sll,
+    sll2,
+    tcp,
+    udp,
+    vxlan,
 )
 
 from edge_capture.decode import FragmentReassembler, FrameDecoder

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from edgefakes import eth, erspan3, gre, ipv4, ipv6, rtp, sip_invite, sll, sll2, tcp, udp, vxlan
+from edgefakes import erspan3, eth, gre, ipv4, ipv6, rtp, sip_invite, sll, sll2, tcp, udp, vxlan
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
