@@ -129,6 +129,10 @@ def build_config(args: argparse.Namespace, settings: dict[str, Any]) -> EdgeConf
     )
 
 
+class _StopStream(Exception):
+    """Raised by the signal handler to break out of a blocked read on a stdin stream."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the edge capturer; returns the process exit code."""
     settings: dict[str, Any] = dict(getattr(args, "settings", None) or {})
@@ -139,11 +143,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     stop = {"flag": False}
 
+    stream_input = getattr(args, "pcap", None) == "-"
+
     def _stop(signum: int, _frame: Any) -> None:
         if stop["flag"]:  # second signal: give up on flushing
             raise KeyboardInterrupt
         stop["flag"] = True
         log.info("signal %d: stopping, flushing open batches", signum)
+        if stream_input:
+            # A pipe can block in read() for ever (PEP 475 retries it after this handler): interrupt it.
+            # At worst the frame being processed is lost; batches and the producer are still flushed.
+            raise _StopStream
 
     old_handlers = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -242,6 +252,8 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
             pipeline.consume_blocks(blocks, housekeeping=housekeeping)
         else:
             pipeline.consume(items, every=8192 if source is None else 1024, housekeeping=housekeeping)
+    except _StopStream:
+        pass
     except KeyboardInterrupt:
         log.warning("interrupted twice: not waiting for the producer")
         return 130

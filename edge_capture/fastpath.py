@@ -212,15 +212,17 @@ class BlockPath:
         p = self.p
         parts = part[i:j]
         # Exact --max-batch-packets: find the first frame at which a partition's batch becomes full.
-        cut = j
+        cut = j + 1  # sentinel: no partition fills up inside [i, j)
         full_part = -1
         uniq, counts = np.unique(parts, return_counts=True)
         for u, c in zip(uniq.tolist(), counts.tolist(), strict=False):
             room = p.max_batch - p.pending_count.get(u, 0)
             if c >= room:
-                at = i + int(np.flatnonzero(parts == u)[max(room, 1) - 1]) + 1
+                at = i + int(np.flatnonzero(parts == u)[max(room, 1) - 1]) + 1  # <= j
                 if at < cut:
                     cut, full_part = at, u
+        if full_part < 0:
+            cut = j
         sl = slice(i, cut)
         run: dict[str, Any] = {k: v[sl] for k, v in cols.items()}
         run["part"] = part[sl]

@@ -105,13 +105,15 @@ class _Chunker:
         self.total = len(initial)
         self.eof = False
         self.progress = progress
+        self._read = getattr(f, "read1", f.read)
 
     def fill(self, need: int) -> bool:
         """Make at least ``need`` bytes available from ``pos``; False at end of file."""
         while len(self.buf) - self.pos < need:
             if self.eof:
                 return False
-            more = self.f.read(max(CHUNK, need))
+            # read1: what is available now (a pipe from tcpdump -w - must not wait for a full chunk)
+            more = self._read(max(CHUNK, need - (len(self.buf) - self.pos)))
             if not more:
                 self.eof = True
                 return False

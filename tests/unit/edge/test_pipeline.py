@@ -270,8 +270,10 @@ def _records(sink):
     return out
 
 
-@pytest.mark.parametrize("max_batch", [10000, 37])
-def test_block_path_equals_per_packet_path(tmp_path, max_batch):
+@pytest.mark.parametrize("max_batch,chunk", [(10000, 1 << 20), (37, 1 << 20), (37, 3000), (5, 70000), (10000, 9000)])
+def test_block_path_equals_per_packet_path(tmp_path, max_batch, chunk, monkeypatch):
+    """Same records whatever the block boundaries (read size) and batch limit."""
+    import edge_capture.pcapfile as pf
     from edge_capture.pcapfile import read_pcap_blocks
 
     path = tmp_path / "calls.pcap"
@@ -291,6 +293,7 @@ def test_block_path_equals_per_packet_path(tmp_path, max_batch):
     p1, p2 = EdgePipeline(EdgeConfig(**cfg), s1), EdgePipeline(EdgeConfig(**cfg), s2)
     with open_capture(str(path)) as f:
         p1.consume(read_capture(f))
+    monkeypatch.setattr(pf, "CHUNK", chunk)
     with open_capture(str(path)) as f:
         p2.consume_blocks(read_pcap_blocks(f))
     p1.finish()
