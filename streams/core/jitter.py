@@ -18,7 +18,7 @@ Time never comes from a clock: ``now`` is the newest capture time seen or an ``a
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,7 +28,7 @@ import numpy.typing as npt
 from schemas.rtp_columns import StreamColumns
 from spanscribe.protocols.rtp import seq_delta, ts_delta
 
-__all__ = ["Frames", "JitterBuffer", "JitterStats", "gather_payloads"]
+__all__ = ["Frames", "JitterBuffer", "JitterStats", "RowsPlan", "commit_rows", "gather_payloads", "plan_rows"]
 
 I64 = npt.NDArray[np.int64]
 MAX_SEQ_JUMP = 3000  # a bigger sequence jump is a restarted sender (aiortc resets at 3000 too)
@@ -477,6 +477,115 @@ class JitterBuffer:
         jb._jitter = float(s["jitter"])
         jb._transit = s["transit"]
         return jb
+
+
+# -- many buffers at once ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RowsPlan:
+    """The in-order fast path of S buffers at once: row i is one batch of n packets for buffer i.
+
+    ``ok[i]``: buffer i's ``add_arrays`` would take its fast path with nothing re-anchored, so
+    ``pos[i]`` (playout positions, ticks) is exactly what it would return. Nothing is changed until
+    :func:`commit_rows`.
+    """
+
+    ok: npt.NDArray[np.bool_]
+    pos: I64
+    ets: I64
+    ref: I64
+    step: I64
+    jitter: npt.NDArray[np.float64]
+    transit: npt.NDArray[np.float64]
+    cap_max: I64
+
+
+def plan_rows(jbs: Sequence[JitterBuffer], ssrc: Sequence[int], seq: npt.NDArray[np.uint16],
+              rtp_ts: npt.NDArray[np.uint32], capture_us: I64) -> RowsPlan:
+    """Vectorised :meth:`JitterBuffer.add_arrays` for the dominant case, without changing anything.
+
+    ``seq``, ``rtp_ts``, ``capture_us``: shape (S, n), row i the packets (capture order) for ``jbs[i]``
+    with SSRC ``ssrc[i]``. A row is ``ok`` when its buffer holds nothing, has played up to the last
+    sequence number seen, has the same SSRC, the row continues the sequence in order (ext seq + 1
+    each), its timeline is anchored with no reset pending, and no packet would re-anchor it
+    (:meth:`JitterBuffer._place_audio`). Every payload must be audio and non-empty (the caller checks).
+    Arithmetic is the per-buffer one element for element, so the results are identical.
+    """
+    s, n = seq.shape
+    ready = [jb._ssrc == sc and jb._ref is not None and jb._played == jb._ref and not jb._ext.size
+             and jb._last_ts is not None and jb._anchor_ts is not None and not jb._pending_reset
+             and jb._transit is not None and jb._last_pos is not None and not jb._non_audio.size
+             for jb, sc in zip(jbs, ssrc, strict=True)]
+    jr = [jb if r else None for jb, r in zip(jbs, ready, strict=True)]
+    ref = np.array([jb._ref if jb else 0 for jb in jr], dtype=np.int64)
+    last_ts = np.array([jb._last_ts if jb else 0 for jb in jr], dtype=np.int64)
+    anchor_ts = np.array([jb._anchor_ts if jb else 0 for jb in jr], dtype=np.int64)
+    anchor_pos = np.array([jb._anchor_pos if jb else 0 for jb in jr], dtype=np.int64)
+    last_pos = np.array([jb._last_pos if jb else 0 for jb in jr], dtype=np.int64)
+    origin = np.array([jb.origin_us if jb else 0 for jb in jr], dtype=np.int64)
+    clock = np.array([jb.clock_rate if jb else 8000 for jb in jr], dtype=np.int64)
+    thr = np.array([jb.max_gap_ticks + jb.window_us * jb.clock_rate // 1_000_000 if jb else 0 for jb in jr],
+                   dtype=np.int64)
+    tick = np.array([jb.clock_rate / 1e6 if jb else 0.0 for jb in jr], dtype=np.float64)
+    transit0 = np.array([jb._transit if jb else 0.0 for jb in jr], dtype=np.float64)
+    jitter0 = np.array([jb._jitter if jb else 0.0 for jb in jr], dtype=np.float64)
+    step0 = np.array([jb._step if jb else 0 for jb in jr], dtype=np.int64)
+    ok = np.array(ready, dtype=bool)
+    seq64 = seq.astype(np.int64)
+    ts64 = rtp_ts.astype(np.int64)
+    # extended sequence numbers minus ref: 1, 2, ..., n in order (seq_delta, RFC 3550 A.1)
+    d_ext = ((seq64 - (ref & 0xFFFF)[:, None] + 0x8000) & 0xFFFF) - 0x8000
+    ok &= (d_ext == np.arange(1, n + 1, dtype=np.int64)).all(axis=1)
+    # timeline (_place_audio with an anchor and no reset): extended ts, position, re-anchor tests
+    ets = last_ts[:, None] + (((ts64 - (last_ts & 0xFFFFFFFF)[:, None] + 0x80000000) & 0xFFFFFFFF) - 0x80000000)
+    cap_pos = (capture_us - origin[:, None]) * clock[:, None] // 1_000_000
+    pos = cast(I64, anchor_pos[:, None] + (ets - anchor_ts[:, None]))
+    bad = np.abs(pos - cap_pos) > thr[:, None]
+    bad[:, 0] |= pos[:, 0] < last_pos
+    bad[:, 1:] |= pos[:, 1:] < pos[:, :-1]
+    ok &= ~bad.any(axis=1)
+    # _step: the last positive RTP ts increment within the batch
+    step = step0
+    if n > 1:
+        steps = ets[:, 1:] - ets[:, :-1]
+        positive = steps > 0
+        last = (n - 2) - np.argmax(positive[:, ::-1], axis=1)
+        step = np.where(positive.any(axis=1), steps[np.arange(s), last], step0)
+    # RFC 3550 A.8 interarrival jitter (_jitter_update with a previous transit)
+    transit = capture_us.astype(np.float64) * tick[:, None] - ts64.astype(np.float64)
+    prev = np.concatenate([transit0[:, None], transit[:, :-1]], axis=1)
+    jitter = _jitter_rows(jitter0, np.abs(transit - prev))
+    return RowsPlan(ok, pos, ets, ref, step, jitter, transit[:, -1].copy(), capture_us.max(axis=1))
+
+
+def commit_rows(jbs: Sequence[JitterBuffer], plan: RowsPlan, rows: Sequence[int]) -> None:
+    """Apply ``plan`` to the buffers of ``rows`` (all ``plan.ok``): the state their ``add_arrays`` leaves."""
+    n = int(plan.pos.shape[1])
+    ref = plan.ref.tolist()
+    step = plan.step.tolist()
+    jitter = plan.jitter.tolist()
+    transit = plan.transit.tolist()
+    cap_max = plan.cap_max.tolist()
+    last_pos = plan.pos[:, -1].tolist()
+    last_ts = plan.ets[:, -1].tolist()
+    for i in rows:
+        jb = jbs[i]
+        now = cap_max[i]
+        if jb._now_us is None or now > jb._now_us:
+            jb._now_us = now
+        jb._jitter = jitter[i]
+        jb._transit = transit[i]
+        jb._received += n
+        jb._packets += n
+        last = ref[i] + n
+        jb._ref = jb._played = last
+        recent = jb._recent
+        recent.update(range(ref[i] + 1, last + 1))
+        if len(recent) > _RECENT:
+            floor = last - _RECENT // 2
+            jb._recent = {e for e in recent if e > floor}
+        jb._step = step[i]
+        jb._last_pos = last_pos[i]
+        jb._last_ts = last_ts[i]
 
 
 def _concat(parts: list[Frames], ssrc: int) -> Frames:

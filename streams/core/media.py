@@ -30,8 +30,9 @@ import numpy.typing as npt
 from schemas.rtp_columns import ColumnError, StreamColumns, pack_stream, unpack_stream
 
 from .binding import Binding, BindingIndex
-from .codecs import NON_AUDIO, Decoder, Resampler, decoder_for
-from .jitter import Frames, JitterBuffer, gather_payloads
+from .codecs import ALAW_TABLE, NON_AUDIO, ULAW_TABLE, Decoder, Resampler, decoder_for
+from .codecs.resample import process_rows, rows_supported
+from .jitter import Frames, JitterBuffer, commit_rows, gather_payloads, plan_rows
 
 __all__ = ["AudioChunk", "MediaJoiner", "MediaOut", "Note", "StreamEnded", "Unmatched"]
 
@@ -236,6 +237,20 @@ class _Cols:
                                     payloads=pays)
 
 
+@dataclass(frozen=True, slots=True)
+class _FastRef:
+    """What the vectorised path keeps per stream key: the binding last joined and its stream."""
+
+    b: Binding
+    ident: str
+    st: _Stream
+    pmap: dict[int, dict[str, Any]]
+    codecs: dict[int, tuple[int, str]]  # per payload type, filled on first use
+
+
+_G711_TABLES = np.concatenate([ULAW_TABLE, ALAW_TABLE])
+
+
 @dataclass(slots=True)
 class _Pending:
     first_us: int
@@ -286,6 +301,10 @@ class MediaJoiner:
         self._touched: set[str] = set()
         self.now_us = 0
         self._index_expired_us = 0
+        self._fast_path = True  # the vectorised record path (off: every entry takes the per-stream path)
+        self._fast_min = 4  # fewer candidate entries of one shape than this take the per-stream path
+        self._fast_refs: dict[str, _FastRef] = {}  # stream key -> (binding, stream) last joined
+        self._fast_entries = 0  # entries the vectorised path took (tests check it is exercised)
         self.counters: dict[str, int] = {"packets": 0, "unmatched_packets": 0, "unmatched_streams": 0,
                                          "pending_dropped": 0, "bad_input": 0, "encrypted_packets": 0,
                                          "non_audio_packets": 0, "unknown_codec_packets": 0,
@@ -344,7 +363,17 @@ class MediaJoiner:
         """
         out: list[MediaOut] = []
         flush_us = int(rec.get("flush_ts_us") or 0)
-        for entry in rec.get("streams") or ():
+        entries = rec.get("streams") or ()
+        fast: dict[int, tuple[int, int, AudioChunk]] = {}
+        if self._fast_path and not by_source and len(entries) >= self._fast_min:
+            fast = self._fast_record(entries)
+        for i, entry in enumerate(entries):
+            done = fast.get(i)
+            if done is not None:  # joined by the vectorised path: its state is already updated
+                self.now_us = max(self.now_us, done[0])
+                self.counters["packets"] += done[1]
+                out.append(done[2])
+                continue
             try:
                 cols = _Cols.of(unpack_stream(entry))
             except (ColumnError, KeyError, ValueError, TypeError):
@@ -402,6 +431,7 @@ class MediaJoiner:
         return {ident: st.snapshot() for ident, st in sorted(self.streams.items()) if st.stream_key == stream_key}
 
     def restore_stream(self, stream_key: str, state: dict[str, Any]) -> None:
+        self._fast_refs.pop(stream_key, None)
         for ident in [i for i, st in self.streams.items() if st.stream_key == stream_key]:
             del self.streams[ident]
         for ident, s in state.items():
@@ -414,12 +444,175 @@ class MediaJoiner:
                 "now_us": self.now_us, "unmatched_keys": sorted(self._unmatched_keys)}
 
     def restore(self, state: dict[str, Any]) -> None:
+        self._fast_refs.clear()
         self.streams = {i: _Stream.restore(s, self.stt_rate, self.window_ms, self.max_gap_ms)
                         for i, s in state["streams"].items()}
         self._noted = {(a, b) for a, b in state["noted"]}
         self.counters.update(state["counters"])
         self.now_us = int(state["now_us"])
         self._unmatched_keys = set(state["unmatched_keys"])
+
+    # -- the vectorised record path ---------------------------------------------------------------
+    def _fast_record(self, entries: Any) -> dict[int, tuple[int, int, AudioChunk]]:
+        """Join the dominant entries of one record together; returns {entry index: (max capture µs,
+        packets, AudioChunk)} for those it took (the caller counts them in entry order).
+
+        An entry qualifies when its stream is known and bound (one binding for the whole entry, no
+        other entry of that key in the record), not encrypted, with one PCMU/PCMA payload type, equal
+        non-empty payloads, the same SSRC, continuing the sequence in order and contiguous with what
+        was played (:func:`~streams.core.jitter.plan_rows`), and no SRTP-looking first pair. Those of
+        one shape (packets, payload bytes) are done with array operations over all of them: one table
+        decode, one batched resample (:func:`~streams.core.codecs.resample.process_rows`), the jitter
+        statistics as rows. The per-stream path gives the same outputs and state, bit for bit
+        (tests/unit/streams/test_media_fastpath.py); every other entry takes it.
+        """
+        counts: dict[Any, int] = {}
+        for e in entries:
+            k = e.get("stream_key") if isinstance(e, dict) else None
+            counts[k] = counts.get(k, 0) + 1
+        groups: dict[tuple[int, int], list[tuple[int, dict[str, Any], _FastRef, int, int]]] = {}
+        for i, e in enumerate(entries):
+            try:
+                cand = self._fast_candidate(e, counts)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                cand = None  # malformed: the per-stream path counts it
+            if cand is not None:
+                ref, pt, shape = cand
+                groups.setdefault(shape, []).append((i, e, ref, pt, int(e["base_capture_us"])))
+        done: dict[int, tuple[int, int, AudioChunk]] = {}
+        for (n, plen), g in groups.items():
+            if len(g) >= self._fast_min:
+                self._fast_group(n, plen, g, done)
+        return done
+
+    def _fast_candidate(self, e: dict[str, Any], counts: dict[Any, int]) -> tuple[_FastRef, int, tuple[int, int]] | None:
+        key = e["stream_key"]
+        n = e["count"]
+        if counts.get(key) != 1 or not isinstance(n, int) or n < 1:
+            return None
+        plen, rest = divmod(len(e["payloads"]), n)
+        co = e["capture_offset_us"]
+        if (rest or not plen or len(e["seq"]) != 2 * n or len(e["rtp_ts"]) != 4 * n or len(co) != 4 * n
+                or len(e["pt_marker"]) != n or len(e["payload_len"]) != 2 * n):
+            return None
+        base = int(e["base_capture_us"])
+        b = self.index.lookup(key, base + int.from_bytes(co[0:4], "little"))
+        if b is None or (n > 1 and self.index.lookup(key, base + int.from_bytes(co[-4:], "little")) is not b):
+            return None
+        ref = self._fast_refs.get(key)
+        if ref is None or ref.b is not b or self.streams.get(ref.ident) is not ref.st:
+            ref = self._fast_ref(key, b)
+            if ref is None:
+                return None
+        st = ref.st
+        if st.encrypted or st.jb is None or st.out_pos is None or st.jb.clock_rate != 8000:
+            return None
+        pt = e["pt_marker"][0] & 0x7F
+        if pt not in ref.codecs:
+            codec = self._fast_codec(st, ref.pmap.get(pt))
+            if codec is None:
+                return None
+            ref.codecs[pt] = codec
+        if self.stt_rate != 8000:
+            r = st.resampler
+            if r is None:
+                if not self._fast_new_resampler_ok:
+                    return None
+            elif r.src_rate != 8000 or not rows_supported(r):
+                return None
+        return ref, pt, (n, plen)
+
+    @property
+    def _fast_new_resampler_ok(self) -> bool:
+        return rows_supported(Resampler(8000, self.stt_rate))
+
+    def _fast_ref(self, key: str, b: Binding) -> _FastRef | None:
+        if b["encrypted"]:
+            return None
+        speaker = str(b["speaker"])
+        ident = _ident(str(b["stream_key"]), str(b["call_id"]), speaker, False)
+        st = self.streams.get(ident)
+        if st is None or self._clock(b) != 8000:
+            return None
+        ref = _FastRef(b, ident, st, {int(p["payload_type"]): p for p in b["payload_map"]}, {})
+        self._fast_refs[key] = ref
+        return ref
+
+    @staticmethod
+    def _fast_codec(st: _Stream, fmt: dict[str, Any] | None) -> tuple[int, str] | None:
+        """(table: 0 mu-law / 1 A-law, SDP encoding name) for a G.711 format whose decoder the stream
+        already has (the per-stream path creates decoders), else None."""
+        if fmt is None:
+            return None
+        enc = str(fmt["encoding"]).upper()
+        if (enc not in ("PCMU", "PCMA") or int(fmt["clock_rate"]) != 8000
+                or f"{enc}/8000/{int(fmt.get('channels') or 1)}" not in st.decoders):
+            return None
+        return (0 if enc == "PCMU" else 1), str(fmt["encoding"])
+
+    def _fast_group(self, n: int, plen: int, g: list[tuple[int, dict[str, Any], _FastRef, int, int]],
+                    done: dict[int, tuple[int, int, AudioChunk]]) -> None:
+        s = len(g)
+        entries = [c[1] for c in g]
+        seq = np.frombuffer(b"".join([e["seq"] for e in entries]), dtype="<u2").reshape(s, n)
+        ts = np.frombuffer(b"".join([e["rtp_ts"] for e in entries]), dtype="<u4").reshape(s, n)
+        off = np.frombuffer(b"".join([e["capture_offset_us"] for e in entries]), dtype="<u4").reshape(s, n)
+        ptm = np.frombuffer(b"".join([e["pt_marker"] for e in entries]), dtype=np.uint8).reshape(s, n)
+        lens = np.frombuffer(b"".join([e["payload_len"] for e in entries]), dtype="<u2").reshape(s, n)
+        cap = off.astype(np.int64) + np.array([c[4] for c in g], dtype=np.int64)[:, None]
+        pts = np.array([c[3] for c in g], dtype=np.uint8)
+        ok = (lens == plen).all(axis=1) & ((ptm & 0x7F) == pts[:, None]).all(axis=1)
+        if n >= 4:  # _looks_like_srtp's first-pair test must call it plain RTP
+            pair = ((seq[:, 1].astype(np.int64) - seq[:, 0]) & 0xFFFF) == 1
+            excess = plen - ((ts[:, 1].astype(np.int64) - ts[:, 0]) & 0xFFFFFFFF)
+            ok &= pair & (excess != _SRTP_TAGS[0]) & (excess != _SRTP_TAGS[1])
+        sts = [c[2].st for c in g]
+        jbs = [st.jb for st in sts]
+        plan = plan_rows(jbs, [int(e["ssrc"]) for e in entries], seq, ts, cap)  # type: ignore[arg-type]
+        pos = plan.pos
+        out_pos = np.array([st.out_pos for st in sts], dtype=np.int64)
+        ok &= plan.ok & (pos[:, 0] == out_pos) & (pos[:, 0] >= 0)
+        if n > 1:  # contiguous with the open chunk and within itself (_play's fast case)
+            ok &= (pos[:, 1:] == pos[:, :-1] + plen).all(axis=1)
+        rows = np.flatnonzero(ok).tolist()
+        if not rows:
+            return
+        codecs = [g[i][2].codecs[g[i][3]] for i in rows]
+        codes = np.frombuffer(b"".join([entries[i]["payloads"] for i in rows]), dtype=np.uint8).reshape(len(rows), n * plen)
+        alaw = [c[0] for c in codecs]
+        if not any(alaw):
+            pcm = ULAW_TABLE[codes]
+        elif all(alaw):
+            pcm = ALAW_TABLE[codes]
+        else:
+            pcm = _G711_TABLES[codes.astype(np.intp) + (np.array(alaw, dtype=np.intp) << 8)[:, None]]
+        if self.stt_rate != 8000:
+            rs = []
+            for i in rows:
+                st = sts[i]
+                if st.resampler is None:
+                    st.resampler = Resampler(8000, self.stt_rate)
+                rs.append(st.resampler)
+            pcm = process_rows(rs, pcm)
+        commit_rows(jbs, plan, rows)  # type: ignore[arg-type]
+        self._fast_entries += len(rows)
+        last_pos = pos[:, -1].tolist()
+        cap_max = plan.cap_max.tolist()
+        samples = int(pcm.shape[1])
+        for j, i in enumerate(rows):
+            idx, _e, ref, _pt, _base = g[i]
+            st = ref.st
+            st.role = ref.b.get("role")
+            if cap_max[i] > st.last_us:
+                st.last_us = cap_max[i]
+            self._touched.add(st.stream_key)
+            st.codec = codecs[j][1]
+            start = st.out_pos
+            assert start is not None
+            st.out_pos = last_pos[i] + plen
+            st.audio_samples += samples
+            done[idx] = (cap_max[i], n, AudioChunk(st.call_key, st.site, st.call_id, st.speaker, st.role,
+                                                    st.stream_key, round(start / 8000, 6), self.stt_rate, pcm[j]))
 
     # -- routing --------------------------------------------------------------------------------
     def _route(self, cols: _Cols, idx: I64, pend: bool, by_source: bool = False) -> list[MediaOut]:
@@ -654,6 +847,9 @@ class MediaJoiner:
             "audio_s": round(st.audio_samples / self.stt_rate, 3),
         }))
         del self.streams[st.ident]
+        ref = self._fast_refs.get(st.stream_key)
+        if ref is not None and ref.st is st:
+            del self._fast_refs[st.stream_key]
         self._touched.add(st.stream_key)
         if not any(o.call_key == st.call_key for o in self.streams.values()):
             self._noted = {n for n in self._noted if n[0] != st.call_key}  # bounded: per live call only

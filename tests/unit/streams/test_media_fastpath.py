@@ -162,6 +162,7 @@ def entry_of(s: Sender, pk: list[tuple[int, int, int, int, bytes]]) -> dict[str,
 def scenario(seed: int, stt_rate: int, messy: float, streams: int = 14, intervals: int = 24) -> Pair:
     rng = np.random.default_rng(seed)
     pair = Pair(stt_rate=stt_rate, window_ms=int(rng.choice([60, 200])), max_pending_s=2.0, idle_s=1.0)
+    pair.fast._fast_min = int(rng.choice([1, 2, 4]))
     codecs = [0] * 8 + [8] * 3 + [9, 96]
     senders = [Sender(i, int(rng.choice(codecs)), rng) for i in range(streams)]
     bound_at = {i: (0 if rng.random() < 0.8 else int(rng.integers(1, 8))) for i in range(streams)}
@@ -222,19 +223,23 @@ def scenario(seed: int, stt_rate: int, messy: float, streams: int = 14, interval
     pair.same_state()
     pair.do("flush_all", T0 + 10_000_000)
     pair.same_state()
+    assert pair.slow._fast_entries == 0
     return pair
 
 
 @pytest.mark.parametrize("seed", range(30))
 def test_vectorised_equals_per_stream_messy(seed: int) -> None:
-    scenario(seed, 16000, messy=0.25)
+    pair = scenario(seed, 16000, messy=0.25)
+    assert pair.fast._fast_entries > 5  # the vectorised path was taken (and the rest was not)
 
 
 @pytest.mark.parametrize("seed", range(10))
 def test_vectorised_equals_per_stream_mostly_clean(seed: int) -> None:
-    scenario(100 + seed, 16000, messy=0.03, streams=20)
+    pair = scenario(100 + seed, 16000, messy=0.03, streams=20)
+    assert pair.fast._fast_entries > 150
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_vectorised_equals_per_stream_at_8k(seed: int) -> None:
-    scenario(200 + seed, 8000, messy=0.1)
+    pair = scenario(200 + seed, 8000, messy=0.1)
+    assert pair.fast._fast_entries > 20
