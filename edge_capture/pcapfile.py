@@ -95,6 +95,16 @@ def _paced(items: Iterator[Item], speed: float) -> Iterator[Item]:
         yield item
 
 
+def _is_stream(f: Any) -> bool:
+    try:
+        import os
+        import stat
+
+        return not stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return True
+
+
 class _Chunker:
     """A growing window over the stream: ``buf`` holds unread bytes from ``pos``."""
 
@@ -105,14 +115,15 @@ class _Chunker:
         self.total = len(initial)
         self.eof = False
         self.progress = progress
-        self._read = getattr(f, "read1", f.read)
+        # A pipe (tcpdump -w - | spanscribe edge --pcap -) gets read1: what is there now, so frames are
+        # not held back waiting for a full chunk; a regular file gets full-size reads (bigger blocks).
+        self._read = getattr(f, "read1", f.read) if _is_stream(f) else f.read
 
     def fill(self, need: int) -> bool:
         """Make at least ``need`` bytes available from ``pos``; False at end of file."""
         while len(self.buf) - self.pos < need:
             if self.eof:
                 return False
-            # read1: what is available now (a pipe from tcpdump -w - must not wait for a full chunk)
             more = self._read(max(CHUNK, need - (len(self.buf) - self.pos)))
             if not more:
                 self.eof = True
