@@ -113,12 +113,14 @@ def _to_int16(y: npt.NDArray[np.float64]) -> Pcm:
     if not y.flags.writeable or not y.flags.c_contiguous:
         y = y.copy()
     np.rint(y, out=y)
-    np.clip(y, -32768.0, 32767.0, out=y)
+    np.maximum(y, -32768.0, out=y)
+    np.minimum(y, 32767.0, out=y)
     return y.astype(np.int16)
 
 
 _BLOCK = 32  # input samples per GEMM row in process_rows
 _GEMM_ROWS = 64
+_ROUND_ROWS = 512  # 256 KiB of float64 products
 _TOEPLITZ: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
 
 
@@ -165,18 +167,20 @@ def process_rows(resamplers: list[Resampler], x: npt.NDArray[np.int16]) -> Pcm:
                                           writeable=False)
     rows = win.reshape(s * nb, _BLOCK + k - 1)  # a copy: overlapping windows side by side
     m = _toeplitz(up, r0.down, k)
-    out = np.empty((s * nb, m.shape[1]), dtype=np.int16)
-    y = np.empty((_GEMM_ROWS, m.shape[1]), dtype=np.float64)
+    total = s * nb
+    out = np.empty((total, m.shape[1]), dtype=np.int16)
+    y = np.empty((min(total, _ROUND_ROWS), m.shape[1]), dtype=np.float64)
     # GEMMs of _GEMM_ROWS rows stay under OpenBLAS's threading threshold (m*n*k <= 262144): its worker
     # threads spin-wait, which cost more CPU than the threads save at these sizes (measured: 2x). The
-    # rounding runs on each product while it is in cache.
-    step = _GEMM_ROWS
-    for i in range(0, s * nb, step):
-        yi = y[:min(step, s * nb - i)]
-        np.matmul(rows[i:i + step], m, out=yi)
+    # rounding runs on _ROUND_ROWS rows of products at a time, while they are in cache.
+    for i in range(0, total, _ROUND_ROWS):
+        yi = y[:min(_ROUND_ROWS, total - i)]
+        for j in range(0, yi.shape[0], _GEMM_ROWS):
+            np.matmul(rows[i + j:i + j + _GEMM_ROWS], m, out=yi[j:j + _GEMM_ROWS])
         np.rint(yi, out=yi)
-        np.clip(yi, -32768.0, 32767.0, out=yi)
-        out[i:i + step] = yi
+        np.maximum(yi, -32768.0, out=yi)
+        np.minimum(yi, 32767.0, out=yi)
+        out[i:i + _ROUND_ROWS] = yi
     hist = ext[:, n:n + k - 1].copy()
     for i, r in enumerate(resamplers):
         r._hist = hist[i]
