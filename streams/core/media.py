@@ -150,6 +150,7 @@ class _Stream:
         self.close_at_us: int | None = None
         self.packets_encrypted = 0
         self.by_source = bool(b.get("_by_source", False))
+        self._call_key = f"{self.site}/{self.call_id}"
 
     @property
     def ident(self) -> str:
@@ -157,7 +158,7 @@ class _Stream:
 
     @property
     def call_key(self) -> str:
-        return f"{self.site}/{self.call_id}"
+        return self._call_key
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -246,6 +247,9 @@ class _FastRef:
     st: _Stream
     pmap: dict[int, dict[str, Any]]
     codecs: dict[int, tuple[int, str]]  # per payload type, filled on first use
+    blist: list[Binding] | None  # the index's binding list of the key when b was looked up
+    lo: int  # lookup(key, t) is b for lo <= t < hi while the index holds blist for the key
+    hi: int
 
 
 _G711_TABLES = np.concatenate([ULAW_TABLE, ALAW_TABLE])
@@ -305,6 +309,8 @@ class MediaJoiner:
         self._fast_min = 4  # fewer candidate entries of one shape than this take the per-stream path
         self._fast_refs: dict[str, _FastRef] = {}  # stream key -> (binding, stream) last joined
         self._fast_entries = 0  # entries the vectorised path took (tests check it is exercised)
+        self._closing: set[str] = set()  # idents of streams whose binding closed (close_at_us set)
+        self._scratch: dict[str, npt.NDArray[np.float64]] = {}  # work arrays of the batched resampler
         self.counters: dict[str, int] = {"packets": 0, "unmatched_packets": 0, "unmatched_streams": 0,
                                          "pending_dropped": 0, "bad_input": 0, "encrypted_packets": 0,
                                          "non_audio_packets": 0, "unknown_codec_packets": 0,
@@ -347,10 +353,13 @@ class MediaJoiner:
                     self._touched.add(key)
                 if st is not None:
                     st.close_at_us = until
+                    self._closing.add(ident)
                 # RTP joined by source on this key carries the other party's voice (symmetric RTP)
-                src = self.streams.get(_ident(key, call_id, _OTHER.get(speaker, speaker), True))
+                src_ident = _ident(key, call_id, _OTHER.get(speaker, speaker), True)
+                src = self.streams.get(src_ident)
                 if src is not None:
                     src.close_at_us = until
+                    self._closing.add(src_ident)
             out += self._end_due()
         return out
 
@@ -436,6 +445,8 @@ class MediaJoiner:
             del self.streams[ident]
         for ident, s in state.items():
             self.streams[ident] = _Stream.restore(s, self.stt_rate, self.window_ms, self.max_gap_ms)
+            if s["close_at_us"] is not None:
+                self._closing.add(ident)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able state of the whole joiner (streams, notes given, counters, capture time)."""
@@ -447,6 +458,7 @@ class MediaJoiner:
         self._fast_refs.clear()
         self.streams = {i: _Stream.restore(s, self.stt_rate, self.window_ms, self.max_gap_ms)
                         for i, s in state["streams"].items()}
+        self._closing = {i for i, st in self.streams.items() if st.close_at_us is not None}
         self._noted = {(a, b) for a, b in state["noted"]}
         self.counters.update(state["counters"])
         self.now_us = int(state["now_us"])
@@ -496,14 +508,19 @@ class MediaJoiner:
                 or len(e["pt_marker"]) != n or len(e["payload_len"]) != 2 * n):
             return None
         base = int(e["base_capture_us"])
-        b = self.index.lookup(key, base + int.from_bytes(co[0:4], "little"))
-        if b is None or (n > 1 and self.index.lookup(key, base + int.from_bytes(co[-4:], "little")) is not b):
-            return None
+        cap0 = base + int.from_bytes(co[0:4], "little")
+        cap1 = base + int.from_bytes(co[-4:], "little")
         ref = self._fast_refs.get(key)
-        if ref is None or ref.b is not b or self.streams.get(ref.ident) is not ref.st:
-            ref = self._fast_ref(key, b)
-            if ref is None:
+        if (ref is None or self.index.store.get(key) is not ref.blist or not ref.lo <= cap0 < ref.hi
+                or not ref.lo <= cap1 < ref.hi or self.streams.get(ref.ident) is not ref.st):
+            # the cached binding does not provably answer both lookups: ask the index
+            b = self.index.lookup(key, cap0)
+            if b is None or (n > 1 and self.index.lookup(key, cap1) is not b):
                 return None
+            if ref is None or ref.b is not b or self.streams.get(ref.ident) is not ref.st:
+                ref = self._fast_ref(key, b)
+                if ref is None:
+                    return None
         st = ref.st
         if st.encrypted or st.jb is None or st.out_pos is None or st.jb.clock_rate != 8000:
             return None
@@ -534,7 +551,16 @@ class MediaJoiner:
         st = self.streams.get(ident)
         if st is None or self._clock(b) != 8000:
             return None
-        ref = _FastRef(b, ident, st, {int(p["payload_type"]): p for p in b["payload_map"]}, {})
+        # [lo, hi): capture times whose lookup() is provably b while the key's binding list is this one
+        # (ordered by valid_from: no later binding starts before hi; b is valid in it)
+        blist = self.index.store.get(key)
+        lo = hi = 0
+        at = next((i for i, x in enumerate(blist) if x is b), None) if blist is not None else None
+        if blist is not None and at is not None:
+            until = b.get("valid_until_us")
+            lo = int(b["valid_from_us"])
+            hi = min([int(x["valid_from_us"]) for x in blist[at + 1:]] + [1 << 62 if until is None else int(until)])
+        ref = _FastRef(b, ident, st, {int(p["payload_type"]): p for p in b["payload_map"]}, {}, blist, lo, hi)
         self._fast_refs[key] = ref
         return ref
 
@@ -593,7 +619,7 @@ class MediaJoiner:
                 if st.resampler is None:
                     st.resampler = Resampler(8000, self.stt_rate)
                 rs.append(st.resampler)
-            pcm = process_rows(rs, pcm)
+            pcm = process_rows(rs, pcm, self._scratch)
         commit_rows(jbs, plan, rows)  # type: ignore[arg-type]
         self._fast_entries += len(rows)
         last_pos = pos[:, -1].tolist()
@@ -826,9 +852,13 @@ class MediaJoiner:
 
     def _end_due(self) -> list[MediaOut]:
         out: list[MediaOut] = []
-        for ident in sorted(self.streams):
-            st = self.streams[ident]
-            if st.close_at_us is not None and self.now_us >= st.close_at_us + self.close_grace_us:
+        if not self._closing:
+            return out
+        for ident in sorted(self._closing):  # only streams whose binding closed: not O(streams) per record
+            st = self.streams.get(ident)
+            if st is None or st.close_at_us is None:
+                self._closing.discard(ident)
+            elif self.now_us >= st.close_at_us + self.close_grace_us:
                 out += self._end(st, st.close_at_us, "closed")
         return out
 
@@ -847,6 +877,7 @@ class MediaJoiner:
             "audio_s": round(st.audio_samples / self.stt_rate, 3),
         }))
         del self.streams[st.ident]
+        self._closing.discard(st.ident)
         ref = self._fast_refs.get(st.stream_key)
         if ref is not None and ref.st is st:
             del self._fast_refs[st.stream_key]
