@@ -777,6 +777,9 @@ class MediaJoiner:
         bounds = [0, *cuts.tolist(), int(sel.size)]
         chunk: list[npt.NDArray[np.int16]] = []
         chunk_start: int | None = None
+        # decoded audio not yet resampled: resampled once per run of one rate (the resampler is exact
+        # in blocks: one call on the join equals one call per packet), not once per packet
+        raw: list[tuple[Decoder, npt.NDArray[np.int16]]] = []
         for a, z in zip(bounds[:-1], bounds[1:], strict=True):
             fmt = pmap.get(int(pts[a]))
             dec = self._decoder(st, fmt) if fmt is not None else None
@@ -797,7 +800,7 @@ class MediaJoiner:
                     payload, _ = gather_payloads(fr.payloads, offs, s_idx)
                 if chunk_start is None:
                     chunk_start = st.out_pos
-                chunk.append(self._to_stt(st, dec, dec.decode_many(payload, lens[a:z])))
+                raw.append((dec, dec.decode_many(payload, lens[a:z])))
                 st.out_pos = int(p[-1] + dur[-1])
                 continue
             for j in range(a, z):
@@ -805,6 +808,7 @@ class MediaJoiner:
                 payload = fr.payloads[int(offs[sel[j]]):int(offs[sel[j] + 1])]
                 gap = None if st.out_pos is None else pj - st.out_pos
                 if gap is None or bool(resets[j]) or gap > max_gap:
+                    self._flush_raw(st, raw, chunk)
                     if chunk and chunk_start is not None:
                         out.append(self._chunk(st, chunk_start, clock, chunk))
                     chunk = []
@@ -816,18 +820,33 @@ class MediaJoiner:
                     chunk_start = st.out_pos
                 pcm = dec.decode(payload)
                 if gap > 0:  # loss or a removed event/CN: silence of the right length
-                    chunk.append(self._to_stt(st, dec, np.zeros(dec.samples_for_ticks(gap), dtype=np.int16)))
+                    raw.append((dec, np.zeros(dec.samples_for_ticks(gap), dtype=np.int16)))
                 elif gap < 0:  # overlap (a repeated/late timestamp): drop what is already played
                     skip = dec.samples_for_ticks(-gap)
                     pcm = pcm[skip:]
                     dj = max(0, dj + gap)
                     pj = st.out_pos if st.out_pos is not None else pj
                 if pcm.size:
-                    chunk.append(self._to_stt(st, dec, pcm))
+                    raw.append((dec, pcm))
                 st.out_pos = max(int(st.out_pos or 0), pj + dj) if gap >= 0 else int(st.out_pos or 0) + dj
+        self._flush_raw(st, raw, chunk)
         if chunk and chunk_start is not None:
             out.append(self._chunk(st, chunk_start, clock, chunk))
         return out
+
+    def _flush_raw(self, st: _Stream, raw: list[tuple[Decoder, npt.NDArray[np.int16]]],
+                   chunk: list[npt.NDArray[np.int16]]) -> None:
+        """Resample the decoded pieces in ``raw`` (one call per run of one sample rate) onto ``chunk``."""
+        i = 0
+        while i < len(raw):
+            dec = raw[i][0]
+            j = i + 1
+            while j < len(raw) and raw[j][0].sample_rate == dec.sample_rate:
+                j += 1
+            pcm = raw[i][1] if j == i + 1 else np.concatenate([p for _, p in raw[i:j]])
+            chunk.append(self._to_stt(st, dec, pcm))
+            i = j
+        raw.clear()
 
     def _to_stt(self, st: _Stream, dec: Decoder, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
         if dec.sample_rate == self.stt_rate:
