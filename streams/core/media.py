@@ -373,6 +373,8 @@ class MediaJoiner:
         out: list[MediaOut] = []
         flush_us = int(rec.get("flush_ts_us") or 0)
         entries = rec.get("streams") or ()
+        if not isinstance(entries, list | tuple):
+            entries = list(entries)
         fast: dict[int, tuple[int, int, AudioChunk]] = {}
         if self._fast_path and not by_source and len(entries) >= self._fast_min:
             fast = self._fast_record(entries)
@@ -580,11 +582,16 @@ class MediaJoiner:
                     done: dict[int, tuple[int, int, AudioChunk]]) -> None:
         s = len(g)
         entries = [c[1] for c in g]
-        seq = np.frombuffer(b"".join([e["seq"] for e in entries]), dtype="<u2").reshape(s, n)
-        ts = np.frombuffer(b"".join([e["rtp_ts"] for e in entries]), dtype="<u4").reshape(s, n)
-        off = np.frombuffer(b"".join([e["capture_offset_us"] for e in entries]), dtype="<u4").reshape(s, n)
-        ptm = np.frombuffer(b"".join([e["pt_marker"] for e in entries]), dtype=np.uint8).reshape(s, n)
-        lens = np.frombuffer(b"".join([e["payload_len"] for e in entries]), dtype="<u2").reshape(s, n)
+        try:
+            seq = np.frombuffer(b"".join([e["seq"] for e in entries]), dtype="<u2").reshape(s, n)
+            ts = np.frombuffer(b"".join([e["rtp_ts"] for e in entries]), dtype="<u4").reshape(s, n)
+            off = np.frombuffer(b"".join([e["capture_offset_us"] for e in entries]), dtype="<u4").reshape(s, n)
+            ptm = np.frombuffer(b"".join([e["pt_marker"] for e in entries]), dtype=np.uint8).reshape(s, n)
+            lens = np.frombuffer(b"".join([e["payload_len"] for e in entries]), dtype="<u2").reshape(s, n)
+            codes_all = b"".join([e["payloads"] for e in entries])
+            ssrcs = [int(e["ssrc"]) for e in entries]
+        except (TypeError, ValueError):
+            return  # not the bytes an RtpStreamBatch holds: the per-stream path counts them as bad input
         cap = off.astype(np.int64) + np.array([c[4] for c in g], dtype=np.int64)[:, None]
         pts = np.array([c[3] for c in g], dtype=np.uint8)
         ok = (lens == plen).all(axis=1) & ((ptm & 0x7F) == pts[:, None]).all(axis=1)
@@ -594,7 +601,7 @@ class MediaJoiner:
             ok &= pair & (excess != _SRTP_TAGS[0]) & (excess != _SRTP_TAGS[1])
         sts = [c[2].st for c in g]
         jbs = [st.jb for st in sts]
-        plan = plan_rows(jbs, [int(e["ssrc"]) for e in entries], seq, ts, cap)  # type: ignore[arg-type]
+        plan = plan_rows(jbs, ssrcs, seq, ts, cap)  # type: ignore[arg-type]
         pos = plan.pos
         out_pos = np.array([st.out_pos for st in sts], dtype=np.int64)
         ok &= plan.ok & (pos[:, 0] == out_pos) & (pos[:, 0] >= 0)
@@ -604,7 +611,9 @@ class MediaJoiner:
         if not rows:
             return
         codecs = [g[i][2].codecs[g[i][3]] for i in rows]
-        codes = np.frombuffer(b"".join([entries[i]["payloads"] for i in rows]), dtype=np.uint8).reshape(len(rows), n * plen)
+        codes = np.frombuffer(codes_all, dtype=np.uint8).reshape(s, n * plen)
+        if len(rows) < s:
+            codes = codes[rows]
         alaw = [c[0] for c in codecs]
         if not any(alaw):
             pcm = ULAW_TABLE[codes]
