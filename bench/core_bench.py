@@ -1,6 +1,6 @@
 """Centre core micro-benchmark: RTP join + jitter + decode + resample for many concurrent PCMU streams.
 
-    .venv/bin/python bench/core_bench.py [--streams 500] [--seconds 10] [--per-record 50] [--disorder 0.01]
+    .venv/bin/python bench/core_bench.py [--streams 500] [--seconds 10] [--per-record 50] [--disorder 0.01] [--per-stream]
 
 Builds the RtpBatch records of N concurrent 20 ms PCMU streams flushed every 100 ms (5 packets per
 stream per batch, ``--per-record`` streams per record as the edge bundles them per partition) outside
@@ -8,6 +8,8 @@ the timed region, then measures CPU time (``time.process_time``) of:
 
 - ``joiner``: ``MediaJoiner.on_rtp_batch`` end to end (unpack columns, binding lookup, jitter buffer,
   G.711 table decode, 8 -> 16 kHz FIR resample, AudioChunk out) plus ``expire`` once per interval;
+  the vectorised record path unless ``--per-stream`` (every entry through the per-stream path, which
+  gives the same output);
 - ``decode``: the PCMU table lookup alone on the same payloads;
 - ``jitter``: ``JitterBuffer.add_arrays`` alone;
 - ``resample``: the stateful 8 -> 16 kHz resampler alone on 100 ms blocks.
@@ -65,8 +67,10 @@ def build(streams: int, seconds: float, per_record: int, disorder: float, seed: 
     return bindings, records
 
 
-def bench_joiner(bindings: list[dict[str, Any]], records: list[dict[str, Any]], per_interval: int) -> dict[str, float]:
+def bench_joiner(bindings: list[dict[str, Any]], records: list[dict[str, Any]], per_interval: int,
+                 per_stream: bool = False) -> dict[str, float]:
     j = MediaJoiner()
+    j._fast_path = not per_stream
     for b in bindings:
         j.on_binding(b)
     packets = sum(e["count"] for r in records for e in r["streams"])
@@ -116,17 +120,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--per-record", type=int, default=50)
     ap.add_argument("--disorder", type=float, default=0.0, help="per-packet probability of reorder and of loss")
+    ap.add_argument("--per-stream", action="store_true", help="switch the vectorised record path off")
     a = ap.parse_args()
     bindings, records = build(a.streams, a.seconds, a.per_record, a.disorder)
     per_interval = -(-a.streams // a.per_record)
-    res = bench_joiner(bindings, records, per_interval)
+    res = bench_joiner(bindings, records, per_interval, a.per_stream)
     parts = bench_parts(records)
     pk = res["packets"]
     print(f"{a.streams} PCMU streams x {a.seconds:g} s, 100 ms batches, {a.per_record} streams/record, "
           f"disorder {a.disorder:g}: {len(records)} records, {int(pk)} packets")
     print(f"joiner end to end : {res['cpu_s']:.2f} CPU s  {pk / res['cpu_s']:,.0f} packets/s  "
-          f"{res['audio_s'] / res['cpu_s']:,.0f} audio s per CPU s  "
-          f"({res['cpu_s'] / a.seconds * 100:.0f}% of one core for {a.streams} live streams)")
+          f"{res['audio_s'] / res['cpu_s']:,.0f} audio s per CPU s = live streams per core  "
+          f"({res['cpu_s'] / a.seconds * 100:.0f}% of one core for {a.streams} live streams"
+          f"{', per-stream path' if a.per_stream else ''})")
     audio = parts["samples8k"] / 8000
     for name in ("decode", "jitter", "resample"):
         s = parts[f"{name}_s"]
