@@ -213,7 +213,8 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
             if getattr(args, "user", None):
                 drop_privileges(args.user)
                 log.info("dropped privileges to %s", args.user)
-            items: Any = iter(source)
+            blocks = source.blocks()
+            items: Any = None
             log.info("capturing on %s (%s mode), site %s, edge %s", args.interface, source.mode, cfg.site, cfg.edge_id)
         else:
             from .pcapfile import open_capture, read_capture, read_pcap_blocks
@@ -248,7 +249,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
                     _log_progress(pipeline, sink, source, now - t_start)
             return stop["flag"]
 
-        if blocks is not None:  # classic pcap, as fast as possible: the vectorised path
+        if blocks is not None:  # live ring blocks, or classic pcap as fast as possible: the vectorised path
             pipeline.consume_blocks(blocks, housekeeping=housekeeping)
         else:
             pipeline.consume(items, every=8192 if source is None else 1024, housekeeping=housekeeping)

@@ -111,11 +111,13 @@ class LiveSource:
         self.ring: mmap.mmap | None = None
         self.mode = "ring"
         try:
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            # Protocol 0: the socket receives nothing until bind() names the interface and ETH_P_ALL, so no
+            # frame of another interface slips into the ring while the filter and ring are set up.
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError as exc:
             raise LiveCaptureError(f"capture on {iface}: {exc.strerror} (needs CAP_NET_RAW)") from None
         try:
-            # Filter before bind so no unfiltered packet is queued (then drain anything that slipped in).
+            # Filter and ring before bind: from the first frame on, only filtered frames reach the ring.
             fprog, self._fbuf = filter_bytes(bpf if bpf is not None else DEFAULT_FILTER)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
             if use_ring:
@@ -133,7 +135,7 @@ class LiveSource:
                 except OSError:
                     self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
             try:
-                self.sock.bind((iface, ETH_P_ALL))
+                self.sock.bind((iface, ETH_P_ALL))  # CPython applies htons to the protocol itself
             except OSError as exc:
                 raise LiveCaptureError(f"capture on {iface}: {exc.strerror or exc}") from None
             self.ifindex = socket.if_nametoindex(iface)
@@ -210,6 +212,88 @@ class LiveSource:
                 block = (block + 1) % self.block_nr
         finally:
             mv.release()
+
+    def blocks(self) -> Iterator[tuple[int, bytes, list[int], Any, Any]]:
+        """Retired ring blocks for the vectorised path: ``(linktype, buf, offsets, lengths, ts_us)``.
+
+        Each block is copied out of the ring (one 1 MiB memcpy, ~0.02 µs per packet) and handed back at
+        once, so frames stay valid until the pipeline's flush. Without the ring, frames are grouped
+        from ``recv_into`` instead.
+        """
+        import numpy as np
+
+        if self.mode != "ring":
+            yield from self._recv_blocks()
+            return
+        ring = self.ring
+        assert ring is not None
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
+        unpack_blk = _BLOCK_HDR.unpack_from
+        unpack_pkt = _PKT_HDR.unpack_from
+        block = 0
+        idle_ms = int(self.idle_s * 1000)
+        skip_out = self.loopback
+        while not self.stop():
+            base = block * BLOCK_SIZE
+            _v, _p, status, num, first, blen, _seq = unpack_blk(ring, base)
+            if not status & TP_STATUS_USER:
+                if not poller.poll(idle_ms) and self.on_idle is not None:
+                    self.on_idle()
+                continue
+            buf = ring[base:base + max(blen, first)]  # bytes: a private copy of the block
+            struct.pack_into("=I", ring, base + _STATUS_OFF, TP_STATUS_KERNEL)
+            block = (block + 1) % self.block_nr
+            offs: list[int] = []
+            lens: list[int] = []
+            tss: list[int] = []
+            off = first
+            for _ in range(num):
+                nxt, sec, nsec, snap, _len, _st, mac, _net = unpack_pkt(buf, off)
+                if not (skip_out and buf[off + _TPACKET3_HDRLEN + 10] == PACKET_OUTGOING):
+                    offs.append(off + mac)
+                    lens.append(snap)
+                    tss.append(sec * 1_000_000 + nsec // 1000)
+                off += nxt
+            if offs:
+                yield (LINKTYPE_ETHERNET, buf, offs, np.asarray(lens, dtype=np.int64), np.asarray(tss, dtype=np.int64))
+
+    def _recv_blocks(self) -> Iterator[tuple[int, bytes, list[int], Any, Any]]:
+        """recv_into fallback, grouped into blocks of up to 1024 frames or 20 ms."""
+        import numpy as np
+
+        buf = bytearray(65536 + 64)
+        mv = memoryview(buf)
+        self.sock.settimeout(0.02)
+        recv = self.sock.recvfrom_into
+        frames: list[bytes] = []
+        tss: list[int] = []
+        last = time.monotonic()
+        idle_since = last
+        while not self.stop():
+            try:
+                n, addr = recv(buf)
+            except socket.timeout:
+                n = -1
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            if n >= 0 and not (self.loopback and addr[2] == PACKET_OUTGOING):
+                frames.append(bytes(mv[:n]))
+                tss.append(time.time_ns() // 1000)
+            if frames and (len(frames) >= 1024 or now - last > 0.02):
+                offs, pos = [], 0
+                for fr in frames:
+                    offs.append(pos)
+                    pos += len(fr)
+                yield (LINKTYPE_ETHERNET, b"".join(frames), offs,
+                       np.asarray([len(fr) for fr in frames], dtype=np.int64), np.asarray(tss, dtype=np.int64))
+                frames, tss = [], []
+                last = idle_since = now
+            elif n < 0 and now - idle_since > self.idle_s:
+                idle_since = now
+                if self.on_idle is not None:
+                    self.on_idle()
 
     def _recv_iter(self) -> Iterator[tuple[int, int, memoryview]]:
         buf = bytearray(65536 + 64)
