@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--rates", default="20000,50000,100000,200000")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--streams", type=int, default=200)
+    ap.add_argument("--replay-calls", type=int, default=0,
+                    help="instead of the Python sender: tcpreplay a bench/edge_gen.py capture of this many calls")
+    ap.add_argument("--replay-pps", default="topspeed", help="tcpreplay rate: 'topspeed' or packets/s list")
     ap.add_argument("--out")
     a = ap.parse_args()
     tag = uuid.uuid4().hex[:4]
@@ -92,7 +95,40 @@ def main() -> None:
         # B drops the RTP silently (no ICMP port unreachable flood)
         subprocess.run(["ip", "netns", "exec", ns_b, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=1000000"],
                        capture_output=True)
-        for rate in [int(x) for x in a.rates.split(",")]:
+        if a.replay_calls:
+            sys.path.insert(0, str(REPO / "bench"))
+            from edge_gen import generate
+
+            pcap = work / "replay.pcap"
+            with open(pcap, "wb") as f:
+                total = generate(f, a.replay_calls, a.seconds)
+            for rate in a.replay_pps.split(","):
+                summ = work / f"r-{rate}.json"
+                log = work / f"edge-r-{rate}.log"
+                with open(log, "w") as err:
+                    edge = subprocess.Popen([sys.executable, "-m", "spanscribe", "edge", "--interface", f"{ns_a}0",
+                                             "--dry-run", "--partitions", "4", "--summary-json", str(summ),
+                                             "--site", "lb", "--log-interval-s", "60"], cwd=REPO, stderr=err,
+                                            stdout=subprocess.DEVNULL)
+                deadline = time.monotonic() + 30
+                while "capturing on" not in log.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                speed = ["--topspeed"] if rate == "topspeed" else [f"--pps={rate}"]
+                t0 = time.monotonic()
+                rep = subprocess.run(["ip", "netns", "exec", ns_a, "tcpreplay", "-q", "-i", f"{ns_a}1", *speed,
+                                      str(pcap)], capture_output=True, text=True, timeout=600)
+                el = time.monotonic() - t0
+                time.sleep(1.0)
+                edge.send_signal(signal.SIGTERM)
+                edge.wait(timeout=60)
+                s = json.loads(summ.read_text())
+                row = {"replay": rate, "calls": a.replay_calls, "packets": total, "replay_s": round(el, 2),
+                       "replay_pps": round(total / el), "edge_sip": s["sip_messages"], "edge_rtp": s["rtp_packets"],
+                       "kernel_drops": s.get("kernel_drops"), "kernel_packets": s.get("kernel_packets"),
+                       "missing": total - s["rtp_packets"] - s["sip_messages"], "tcpreplay": " ".join(l.strip() for l in rep.stdout.splitlines() if "Rated" in l or "Actual" in l)}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+        for rate in ([] if a.replay_calls else [int(x) for x in a.rates.split(",")]):
             summ = work / f"s-{rate}.json"
             log = work / f"edge-{rate}.log"
             with open(log, "w") as err:
