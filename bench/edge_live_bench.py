@@ -125,7 +125,7 @@ def main() -> None:
                 row = {"replay": rate, "calls": a.replay_calls, "packets": total, "replay_s": round(el, 2),
                        "replay_pps": round(total / el), "edge_sip": s["sip_messages"], "edge_rtp": s["rtp_packets"],
                        "kernel_drops": s.get("kernel_drops"), "kernel_packets": s.get("kernel_packets"),
-                       "missing": total - s["rtp_packets"] - s["sip_messages"], "tcpreplay": " ".join(l.strip() for l in rep.stdout.splitlines() if "Rated" in l or "Actual" in l)}
+                       "missing": total - s["rtp_packets"] - s["sip_messages"], "tcpreplay": " ".join(ln.strip() for ln in rep.stdout.splitlines() if "Rated" in ln or "Actual" in ln)}
                 results.append(row)
                 print(json.dumps(row), flush=True)
         for rate in ([] if a.replay_calls else [int(x) for x in a.rates.split(",")]):

@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
         if getattr(args, "interface", None):
             from .live import LiveSource, compile_filter, drop_privileges
 
-            bpf = compile_filter(args.bpf_filter) if getattr(args, "bpf_filter", None) else None
+            bpf = compile_filter(args.bpf_filter, args.interface) if getattr(args, "bpf_filter", None) else None
 
             def on_idle() -> None:
                 pipeline.tick(time.time_ns() // 1000)

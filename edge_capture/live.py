@@ -23,6 +23,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,16 @@ class LiveCaptureError(OSError):
     """The interface cannot be opened for capture (permissions, no such interface)."""
 
 
-def compile_filter(expr: str) -> list[tuple[int, int, int, int]]:
-    """Compile a pcap-filter expression with ``tcpdump -ddd`` (needs tcpdump; Ethernet link type)."""
+DEFAULT_FILTER_EXPR = ("udp or tcp or (ip and (proto 47 or proto 4 or proto 41)) or ip6 "
+                      "or ether proto 0x8847 or ether proto 0x8864 or vlan")
+
+
+def compile_filter(expr: str, iface: str = "lo") -> list[tuple[int, int, int, int]]:
+    """Compile a pcap-filter expression with ``tcpdump -i IFACE -ddd`` (tcpdump needed, and the interface:
+    on Linux libpcap then tests VLAN tags with the kernel's ancillary field, as offload requires)."""
     try:
-        out = subprocess.run(["tcpdump", "-y", "EN10MB", "-ddd", expr], capture_output=True, text=True,
+        out = subprocess.run(["tcpdump", "-i", iface, "-ddd", expr], capture_output=True, text=True,
                              timeout=10, check=False)
-        if out.returncode != 0:  # some tcpdump builds need an interface to pick the link type
-            out = subprocess.run(["tcpdump", "-i", "lo", "-ddd", expr], capture_output=True, text=True,
-                                 timeout=10, check=False)
     except FileNotFoundError:
         raise LiveCaptureError("--bpf-filter needs tcpdump to compile the expression (not installed)") from None
     if out.returncode != 0:
@@ -273,7 +276,7 @@ class LiveSource:
         while not self.stop():
             try:
                 n, addr = recv(buf)
-            except socket.timeout:
+            except TimeoutError:
                 n = -1
             except InterruptedError:
                 continue

@@ -161,8 +161,8 @@ def test_live_into_kafka(netns, tmp_path, kafka_settings, consume):
     assert sorted(Counter(seen.values()).items()) == [(1, 243), (3, 1)]
 
 
-@pytest.mark.parametrize("use_ring", [True, False])
-def test_live_source_on_loopback_ring_and_recv_fallback(use_ring):
+@pytest.mark.parametrize("use_ring,custom_bpf", [(True, False), (False, False), (True, True)])
+def test_live_source_on_loopback_ring_and_recv_fallback(use_ring, custom_bpf):
     """Both capture modes see each loopback packet once (outgoing copies skipped), with kernel counters."""
     import socket as so
     import threading
@@ -175,7 +175,11 @@ def test_live_source_on_loopback_ring_and_recv_fallback(use_ring):
     port = 40000 + os.getpid() % 20000
     seen: list[bytes] = []
     done = threading.Event()
-    src = LiveSource("lo", ring_mb=4, use_ring=use_ring, stop=done.is_set, idle_s=0.05)
+    from edge_capture.live import compile_filter
+
+    bpf = compile_filter(f"udp and dst port {port}", "lo") if custom_bpf else None
+    src = LiveSource("lo", ring_mb=4, use_ring=use_ring, bpf=bpf, stop=done.is_set, idle_s=0.05)
+    other = 0
     dec = FrameDecoder()
 
     def send() -> None:
@@ -193,6 +197,8 @@ def test_live_source_on_loopback_ring_and_recv_fallback(use_ring):
             dg = dec.decode(ts, lt, frame)
             if dg is not None and dg[0] == 17 and dg[4] == port:
                 seen.append(bytes(dg[5]))
+            else:
+                other += 1
     finally:
         t.join()
         pk, drops, _ = src.read_stats()
@@ -200,3 +206,15 @@ def test_live_source_on_loopback_ring_and_recv_fallback(use_ring):
     assert src.mode == ("ring" if use_ring else "recv")
     assert seen == [b"ping%03d" % i for i in range(200)]
     assert drops == 0 and pk >= 200
+    if custom_bpf:
+        assert other == 0  # the kernel filter let nothing else through
+
+
+def test_embedded_default_filter_is_what_tcpdump_compiles():
+    from edge_capture.live import DEFAULT_FILTER, DEFAULT_FILTER_EXPR, LiveCaptureError, compile_filter
+
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        pytest.skip("needs root and tcpdump")
+    assert compile_filter(DEFAULT_FILTER_EXPR, "lo") == DEFAULT_FILTER
+    with pytest.raises(LiveCaptureError):
+        compile_filter("not a filter (", "lo")
