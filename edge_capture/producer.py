@@ -31,7 +31,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "batch.num.messages": 100000,
     "message.max.bytes": 8 << 20,
     "queue.buffering.max.messages": 200000,
-    "queue.buffering.max.kbytes": 512 << 10,
+    "queue.buffering.max.kbytes": 64 << 10,  # 64 MiB of unsent records, then backpressure (bounded RSS)
     "partitioner": "murmur2_random",
     "statistics.interval.ms": 0,
 }
