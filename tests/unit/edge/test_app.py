@@ -76,3 +76,12 @@ def test_sigterm_on_a_stdin_stream_flushes_and_exits_0(tmp_path):
     proc.stderr.close()
     s = json.loads(out.read_text())
     assert s["sip_messages"] == 6 and s["rtp_packets"] == 246
+
+
+def test_speed_paces_at_capture_time(tmp_path):
+    out = tmp_path / "s.json"
+    t0 = time.monotonic()
+    assert run(_args(speed=20.0, summary_json=str(out))) == 0  # ~9 s of capture at 20x: ~0.45 s
+    elapsed = time.monotonic() - t0
+    assert 0.35 < elapsed < 5.0
+    assert json.loads(out.read_text())["rtp_packets"] == 246
