@@ -140,6 +140,10 @@ class JitterBuffer:
         self._ref: int | None = None  # highest extended seq seen
         self._played: int | None = None  # last extended seq released
         self._recent: set[int] = set()
+        # played ext seqs [_run_lo, _run_hi] not yet in _recent (commit_rows appends ranges lazily;
+        # every other reader calls _sync first): all of _recent is below _run_lo while it is non-empty
+        self._run_lo = 0
+        self._run_hi = -1
         # held packets (sorted by ext seq)
         self._ext = np.zeros(0, dtype=np.int64)
         self._ts = np.zeros(0, dtype=np.int64)
@@ -177,6 +181,7 @@ class JitterBuffer:
     def add_arrays(self, ssrc: int, seq: npt.NDArray[Any], rtp_ts: npt.NDArray[Any], capture_us: npt.NDArray[Any],
                    payload_type: npt.NDArray[Any], offsets: I64, payloads: bytes) -> Frames:
         """Like :meth:`add_columns` from plain arrays in capture order (``offsets`` has n + 1 entries)."""
+        self._sync()
         n = int(seq.shape[0])
         if n == 0:
             return self._release(force=False)
@@ -234,6 +239,7 @@ class JitterBuffer:
         return self._place(ext, ts64, cap, payload_type.astype(np.uint8), offsets - offsets[0], payloads)
 
     def _remember(self, ext: I64) -> None:
+        self._sync()
         self._recent.update(ext.tolist())
         if len(self._recent) > _RECENT and self._played is not None:
             floor = self._played - _RECENT // 2  # prune to half, so pruning is rare
@@ -411,6 +417,7 @@ class JitterBuffer:
         self._base = None
         self._played = None
         self._recent = set()
+        self._run_lo, self._run_hi = 0, -1
         self._received = 0
         self._last_ts = None
         self._transit = None
@@ -431,8 +438,15 @@ class JitterBuffer:
         """Packets waiting for a gap."""
         return int(self._ext.shape[0])
 
+    def _sync(self) -> None:
+        """Move the lazily kept range of played sequence numbers into ``_recent``."""
+        if self._run_lo <= self._run_hi:
+            self._recent.update(range(self._run_lo, self._run_hi + 1))
+            self._run_lo, self._run_hi = 0, -1
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-able state (held payloads base64: audio only, events are stripped by the caller)."""
+        self._sync()
         return {
             "clock": self.clock_rate, "window_us": self.window_us, "max_gap_ticks": self.max_gap_ticks,
             "origin_us": self.origin_us, "non_audio": self._non_audio.tolist(), "ssrc": self._ssrc, "now": self._now_us, "ref": self._ref,
@@ -578,11 +592,15 @@ def commit_rows(jbs: Sequence[JitterBuffer], plan: RowsPlan, rows: Sequence[int]
         jb._packets += n
         last = ref[i] + n
         jb._ref = jb._played = last
-        recent = jb._recent
-        recent.update(range(ref[i] + 1, last + 1))
-        if len(recent) > _RECENT:
+        # _remember(range(ref + 1, last + 1)) kept as a range: same set, same pruning (below)
+        if jb._run_lo > jb._run_hi:
+            jb._run_lo = ref[i] + 1
+        jb._run_hi = last
+        if len(jb._recent) + (last - jb._run_lo + 1) > _RECENT:
             floor = last - _RECENT // 2
-            jb._recent = {e for e in recent if e > floor}
+            if jb._recent:
+                jb._recent = {e for e in jb._recent if e > floor}
+            jb._run_lo = max(jb._run_lo, floor + 1)
         jb._step = step[i]
         jb._last_pos = last_pos[i]
         jb._last_ts = last_ts[i]
