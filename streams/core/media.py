@@ -813,6 +813,14 @@ class MediaJoiner:
                 st.out_pos = int(p[-1] + dur[-1])
                 continue
             for j in range(a, z):
+                if (j == a + 1 and z - j > 1 and st.out_pos is not None and int(pos[j]) == st.out_pos
+                        and not r[1:].any() and bool(np.all(p[2:] == p[1:-1] + dur[1:-1]))):
+                    # the first packet opened the chunk (start, gap) and the rest continues it: decode the
+                    # rest at once (the contiguous case above, same samples and positions)
+                    payload, _ = gather_payloads(fr.payloads, offs, sel[j:z])
+                    raw.append((dec, dec.decode_many(payload, lens[j:z])))
+                    st.out_pos = int(p[-1] + dur[-1])
+                    break
                 pj, dj = int(pos[j]), int(dur[j - a])
                 payload = fr.payloads[int(offs[sel[j]]):int(offs[sel[j] + 1])]
                 gap = None if st.out_pos is None else pj - st.out_pos
