@@ -198,6 +198,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
     read_bytes = [0]
     is_stop = lambda: stop["flag"]  # noqa: E731
     t_start = time.monotonic()
+    hk: list[Any] = []
     try:
         if getattr(args, "interface", None):
             from .live import LiveSource, compile_filter, drop_privileges
@@ -206,7 +207,10 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
 
             def on_idle() -> None:
                 pipeline.tick(time.time_ns() // 1000)
-                sink.poll(0)
+                if hk:  # metrics, progress log and kernel counters also while no packet arrives
+                    hk[0]()
+                else:
+                    sink.poll(0)
 
             source = LiveSource(args.interface, ring_mb=int(getattr(args, "ring_mb", None) or 64), bpf=bpf,
                                 stop=is_stop, on_idle=on_idle)
@@ -249,6 +253,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
                     _log_progress(pipeline, sink, source, now - t_start)
             return stop["flag"]
 
+        hk.append(housekeeping)
         if blocks is not None:  # live ring blocks, or classic pcap as fast as possible: the vectorised path
             pipeline.consume_blocks(blocks, housekeeping=housekeeping)
         else:
