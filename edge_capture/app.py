@@ -199,6 +199,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
     is_stop = lambda: stop["flag"]  # noqa: E731
     t_start = time.monotonic()
     hk: list[Any] = []
+    speed = 0.0
     try:
         if getattr(args, "interface", None):
             from .live import LiveSource, compile_filter, drop_privileges
@@ -257,7 +258,8 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], cfg: EdgeConfig, st
         if blocks is not None:  # live ring blocks, or classic pcap as fast as possible: the vectorised path
             pipeline.consume_blocks(blocks, housekeeping=housekeeping)
         else:
-            pipeline.consume(items, every=8192 if source is None else 1024, housekeeping=housekeeping)
+            # paced replays are slow by definition: housekeeping (metrics, log, stop) every few frames
+            pipeline.consume(items, every=32 if speed else 8192, housekeeping=housekeeping)
     except _StopStream:
         pass
     except KeyboardInterrupt:

@@ -85,3 +85,31 @@ def test_speed_paces_at_capture_time(tmp_path):
     elapsed = time.monotonic() - t0
     assert 0.35 < elapsed < 5.0
     assert json.loads(out.read_text())["rtp_packets"] == 246
+
+
+def test_metrics_endpoint_serves_edge_counters():
+    import socket as so
+    import urllib.request
+
+    with so.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "spanscribe", "edge", "--pcap", str(DATA / "sipp-uac-pcap-g711a.pcap"),
+                             "--speed", "3", "--dry-run", "--sip-ports", "15060,15070", "--metrics-port", str(port)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = ""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            if "spanscribe_edge_rtp_packets_total" in body and "spanscribe_edge_frames_total 0.0" not in body:
+                break
+        assert "spanscribe_edge_frames_total" in body
+        assert 'spanscribe_edge_sip_messages_total{method="INVITE",status=""} 1.0' in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
