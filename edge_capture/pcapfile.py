@@ -259,9 +259,109 @@ def read_pcap_blocks(f: BinaryIO, stop: Callable[[], bool] = lambda: False,
     """
     peek: Any = getattr(f, "peek", None)
     head = peek(4)[:4] if peek is not None else b""
-    if len(head) < 4 or struct.unpack("<I", head)[0] not in PCAP_MAGICS:
+    if len(head) < 4:
+        return None
+    magic = struct.unpack("<I", head)[0]
+    if magic == PCAPNG_SHB:
+        return _pcapng_blocks(f, stop, progress)
+    if magic not in PCAP_MAGICS:
         return None
     return _pcap_blocks(f, stop, progress)
+
+
+def _pcapng_blocks(f: BinaryIO, stop: Callable[[], bool], progress: Callable[[int], None] | None) -> Iterator[Block]:
+    """pcapng as blocks: every whole EPB/SPB/PB of a read window with one link type; other blocks
+    (SHB, IDB) are interpreted as in :func:`_pcapng`, unknown ones skipped."""
+    import numpy as np
+
+    c = _Chunker(f, b"", progress)
+    endian = "<"
+    ifaces: list[tuple[int, int, int]] = []  # (linktype, ticks per second, tsoffset seconds)
+    while not stop():
+        if not c.fill(12):
+            return
+        buf = c.buf
+        pos = c.pos
+        end = len(buf)
+        offs: list[int] = []
+        lens: list[int] = []
+        tss: list[int] = []
+        cur_lt = -1
+        need = 0
+        while pos + 12 <= end:
+            btype = struct.unpack_from(endian + "I", buf, pos)[0]
+            if btype == PCAPNG_SHB:
+                bom = buf[pos + 8:pos + 12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    endian = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    endian = ">"
+                else:
+                    raise PcapError("pcapng: bad byte-order magic")
+                ifaces = []
+            blen = struct.unpack_from(endian + "I", buf, pos + 4)[0]
+            if blen < 12 or blen % 4 or blen > 64 << 20:
+                raise PcapError(f"pcapng: bad block length {blen}")
+            if pos + blen > end:
+                need = blen
+                break
+            b0 = pos + 8  # body start
+            blen_body = blen - 12
+            if btype == 1:
+                if blen_body < 8:
+                    raise PcapError("pcapng: truncated IDB")
+                linktype = struct.unpack_from(endian + "H", buf, b0)[0]
+                tps, tsoff = 1_000_000, 0
+                opos = b0 + 8
+                oend = b0 + blen_body
+                while opos + 4 <= oend:
+                    code, olen = struct.unpack_from(endian + "HH", buf, opos)
+                    if code == 0:
+                        break
+                    if code == 9 and olen >= 1:
+                        r = buf[opos + 4]
+                        tps = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
+                    elif code == 14 and olen >= 8:
+                        tsoff = struct.unpack_from(endian + "q", buf, opos + 4)[0]
+                    opos += 4 + ((olen + 3) & ~3)
+                ifaces.append((linktype, tps, tsoff))
+            elif btype in (6, 2, 3):
+                if btype == 3:
+                    if not ifaces or blen_body < 4:
+                        raise PcapError("pcapng: simple packet block without interface")
+                    orig = struct.unpack_from(endian + "I", buf, b0)[0]
+                    lt, ts_us, data, caplen = ifaces[0][0], 0, b0 + 4, min(orig, blen_body - 4)
+                else:
+                    if blen_body < 20:
+                        raise PcapError("pcapng: truncated packet block")
+                    if btype == 6:
+                        iface, hi, lo, caplen, _orig = struct.unpack_from(endian + "IIIII", buf, b0)
+                    else:
+                        iface, _drops, hi, lo, caplen, _orig = struct.unpack_from(endian + "HHIIII", buf, b0)
+                    if iface >= len(ifaces):
+                        raise PcapError(f"pcapng: packet on undeclared interface {iface}")
+                    if 20 + caplen > blen_body:
+                        raise PcapError("pcapng: captured length overruns the block")
+                    lt, tps, tsoff = ifaces[iface]
+                    ticks = (hi << 32) | lo
+                    ts_us = (ticks * 1_000_000 // tps if tps != 1_000_000 else ticks) + tsoff * 1_000_000
+                    data = b0 + 20
+                if lt != cur_lt and offs:
+                    yield (cur_lt, buf, offs, np.asarray(lens, dtype=np.int64), np.asarray(tss, dtype=np.int64))
+                    offs, lens, tss = [], [], []
+                cur_lt = lt
+                offs.append(data)
+                lens.append(caplen)
+                tss.append(ts_us)
+            pos += blen
+        c.pos = pos
+        if offs:
+            yield (cur_lt, buf, offs, np.asarray(lens, dtype=np.int64), np.asarray(tss, dtype=np.int64))
+        if need:
+            if not c.fill(need):
+                return
+        elif not c.fill(12):
+            return
 
 
 def _pcap_blocks(f: BinaryIO, stop: Callable[[], bool], progress: Callable[[int], None] | None) -> Iterator[Block]:

@@ -82,6 +82,7 @@ def test_capture_matches_tshark(name, capture, captures_dir):
     ports = SIP_PORTS | ({6060} if "6060" in row["decode_as"] else set())
     s = run_file(path, "sdp", ports)
     assert run_file(path, "sdp", ports, blocks=True) == s  # the vectorised path agrees frame for frame
+    assert run_file(path, "heuristic", ports, blocks=True) == run_file(path, "heuristic", ports)
     want_sip, _ = SIP_DIFF.get(name, (int(row["sip_msgs_total"]), ""))
     if want_sip is not None:
         assert s["sip_messages"] == want_sip

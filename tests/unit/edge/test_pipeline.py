@@ -302,3 +302,22 @@ def test_block_path_equals_per_packet_path(tmp_path, max_batch, chunk, monkeypat
     assert p1.stats.rtp_packets > 10000
     assert [r for _, r in s1.sip] == [r for _, r in s2.sip]
     assert _records(s1) == _records(s2)
+
+
+def test_pcapng_blocks_equal_frames(tmp_path):
+    """read_pcap_blocks on pcapng (and a tiny read size, so blocks end mid-file) gives every frame."""
+    import edge_capture.pcapfile as pf
+    from edge_capture.pcapfile import read_pcap_blocks
+
+    frames = [(T0 + i * 777, eth(ipv4(A, B, 17, udp(1, 2, bytes([i % 256]) * (i % 300 + 1))))) for i in range(2000)]
+    write_pcapng(str(tmp_path / "a.pcapng"), frames)
+    for chunk in (1 << 20, 5000):
+        pf.CHUNK = chunk
+        try:
+            got = []
+            with open_capture(str(tmp_path / "a.pcapng")) as f:
+                for lt, buf, offs, lens, tss in read_pcap_blocks(f):
+                    got += [(t, lt, buf[o:o + n]) for o, n, t in zip(offs, lens.tolist(), tss.tolist(), strict=True)]
+        finally:
+            pf.CHUNK = 1 << 20
+        assert got == [(ts, 1, fr) for ts, fr in frames]
