@@ -483,6 +483,7 @@ class MediaJoiner:
         counts: dict[Any, int] = {}
         for e in entries:
             k = e.get("stream_key") if isinstance(e, dict) else None
+            k = k if isinstance(k, str) else None  # anything else is the per-stream path's to reject
             counts[k] = counts.get(k, 0) + 1
         groups: dict[tuple[int, int], list[tuple[int, dict[str, Any], _FastRef, int, int]]] = {}
         for i, e in enumerate(entries):
@@ -502,7 +503,7 @@ class MediaJoiner:
     def _fast_candidate(self, e: dict[str, Any], counts: dict[Any, int]) -> tuple[_FastRef, int, tuple[int, int]] | None:
         key = e["stream_key"]
         n = e["count"]
-        if counts.get(key) != 1 or not isinstance(n, int) or n < 1:
+        if not isinstance(key, str) or counts.get(key) != 1 or not isinstance(n, int) or n < 1:
             return None
         plen, rest = divmod(len(e["payloads"]), n)
         co = e["capture_offset_us"]
