@@ -722,3 +722,18 @@ def test_install_script_is_idempotent() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_dashboard_metrics_exist_in_the_code() -> None:
+    """Every spanscribe_* series the Grafana dashboard queries is one the code defines."""
+    root = Path(__file__).resolve().parents[2]
+    dash = (root / "helm" / "spanscribe" / "dashboards" / "spanscribe-overview.json").read_text()
+    used = set(re.findall(r"spanscribe_[a-z_]+", dash))
+    code = ""
+    for pkg in ("spanscribe", "streams", "edge_capture"):
+        for p in (root / pkg).rglob("*.py"):
+            code += p.read_text()
+    defined = set(re.findall(r'"(spanscribe_[a-z_]+)"', code))
+    # histograms and counters expose suffixed series; the dashboard may query those
+    missing = {m for m in used if m not in defined and re.sub(r"_(bucket|sum|count)$", "", m) not in defined}
+    assert not missing, f"dashboard queries metrics the code never defines: {sorted(missing)}"
