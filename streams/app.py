@@ -128,6 +128,12 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     json_schema = faust.Schema(key_type=str, value_type=None, key_serializer="json", value_serializer="json")
     dialogs_table = app.Table("dialogs", default=None, partitions=n, schema=json_schema)
     bindings_table = app.Table("bindings", default=None, partitions=n, schema=json_schema)
+    # per call: the assembler's state (segments so far, lifecycle), so a restarted worker's CallTranscript
+    # still holds what was said before the restart
+    assembly_table = app.Table("assembly", default=None, partitions=n, schema=json_schema)
+    # per call speaker ("site/Call-ID|speaker"): call time (s) of the end of the last final STT result,
+    # filed under the partition of the speaker's RTP stream; a restarted worker skips audio before it
+    stt_table = app.Table("stt-checkpoints", default=None, partitions=n, schema=json_schema)
 
     codecs = {name: AvroCodec(name, registry=None) for name in
               ("SipMessage", "RtpBatch", "MediaBinding", "TranscriptSegment", "CallEvent", "CallTranscript")}
@@ -192,8 +198,28 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 return True
         return False
 
+    def table_put(table: Any, partition: int, key: str, value: Any) -> None:
+        """Write (or delete, value None) a table entry under an explicit partition: for writes made
+        outside the agent that consumed the partition's event (STT results arrive on their own task)."""
+        if value is None:
+            if key not in table.data:
+                return
+            del table.data[key]
+            table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            table.data[key] = value
+            table.send_changelog(partition, key, value)
+
+    def save_checkpoint(call_key: str, speaker: str, stream_key: str, end_s: float | None) -> None:
+        table_put(stt_table, partition_for(stream_key.encode(), n), f"{call_key}|{speaker}", end_s)
+
+    def load_checkpoint(call_key: str, speaker: str) -> float | None:
+        v = stt_table.get(f"{call_key}|{speaker}")
+        return None if v is None else float(v)
+
     router = SpeechRouter(stt["urls"], int(stt["max_sessions"]), publish_segment, publish_event,
-                          sample_rate=int(stt.get("sample_rate", 16000)), still_open=speaker_still_open)
+                          sample_rate=int(stt.get("sample_rate", 16000)), still_open=speaker_still_open,
+                          save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint)
     router_lock = asyncio.Lock()  # the media agent, the signalling agent and the timer feed one router
 
     async def route(outs: list[Any]) -> None:
@@ -369,10 +395,18 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 rec = decode(event)
                 if rec is None:
                     continue
+                key = f"{rec['site']}/{rec['call_id']}"
+                if key not in assembler.store:  # a restarted worker: pick the call up from the table
+                    saved = assembly_table.get(key)
+                    if saved:
+                        assembler.restore(key, saved)
                 if event.message.topic == topic_name(settings, "transcripts"):
                     docs = assembler.on_segment(rec)
                 else:
                     docs = assembler.on_call_event(rec)
+                snap = assembler.snapshot(key)
+                if snap is not None:
+                    assembly_table[key] = snap
                 for doc in docs:
                     CALLS_DONE.inc()
                     await calls_t.send(key=f"{doc['site']}/{doc['call_id']}".encode(),
@@ -403,16 +437,25 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         now = data_now_us()
         try:
             export_media_counters()
-            await send_dialog_outputs(tracker.expire(now))
+            held = {k: v["state"] for k, v in tracker.store.items()}
+            outs = tracker.expire(now)
+            for key, st in held.items():  # timed out, or forgotten after linger_s: the table follows
+                snap = tracker.snapshot(key)
+                if snap is None or snap["state"] != st:
+                    table_put(dialogs_table, partition_for(key.encode(), n), key, snap)
+            await send_dialog_outputs(outs)
             for part, joiner in sorted(joiners.items()):
                 mnow = media_now_us(part)
                 if mnow:
                     await route(joiner.expire(mnow))
                     joiner.index.expire(mnow)
+            before = set(assembler.store.keys())
             for doc in assembler.expire(now):
                 CALLS_DONE.inc()
                 await calls_t.send(key=f"{doc['site']}/{doc['call_id']}".encode(),
                                    value=codecs["CallTranscript"].encode(doc))
+            for key in before - set(assembler.store.keys()):  # forgotten after linger_s: table too
+                table_put(assembly_table, partition_for(key.encode(), n), key, None)
         except Exception:
             log.exception("periodic expiry failed")
 

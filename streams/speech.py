@@ -16,9 +16,14 @@ from streams.stt_pool import SttPool
 
 log = logging.getLogger(__name__)
 
+RESUMED = counter("spanscribe_stt_resumed_streams_total",
+                  "Speaker streams resumed after a restart from a saved STT checkpoint (audio before it skipped).")
 SEGMENTS = counter("spanscribe_transcript_segments_total", "Transcript segments emitted.", ("final",))
 
 SegmentSink = Callable[[bytes, dict[str, Any]], None]     # (key b"site/Call-ID", TranscriptSegment)
+# (call_key, speaker, stream_key, call time in s of the end of the last final result | None = forget)
+CheckpointSink = Callable[[str, str, str, float | None], None]
+CheckpointSource = Callable[[str, str], float | None]  # (call_key, speaker) -> saved checkpoint
 CallEventSink = Callable[[bytes, dict[str, Any]], None]   # (key b"site/Call-ID", CallEvent)
 
 
@@ -28,12 +33,18 @@ class SpeechRouter:
     def __init__(self, urls: list[str], max_sessions: int, on_segment: SegmentSink,
                  on_call_event: CallEventSink, sample_rate: int = 16000, partials: bool = True,
                  audio_tap: Callable[[AudioChunk], None] | None = None,
-                 still_open: Callable[[str, str], bool] | None = None) -> None:
+                 still_open: Callable[[str, str], bool] | None = None,
+                 save_checkpoint: CheckpointSink | None = None,
+                 load_checkpoint: CheckpointSource | None = None) -> None:
         self.on_segment = on_segment
         self.on_call_event = on_call_event
         self.partials = partials
         self.audio_tap = audio_tap
         self.still_open = still_open
+        self.save_checkpoint = save_checkpoint
+        self.load_checkpoint = load_checkpoint
+        self._stream_key: dict[Hashable, str] = {}
+        self._resume_s: dict[Hashable, float] = {}  # audio before this call time was finalised already
         self._roles: dict[Hashable, tuple[str, str, str, str | None]] = {}
         self.pool = SttPool(urls, self._on_result, max_sessions=max_sessions, sample_rate=sample_rate)
         self._closing: set[asyncio.Task[None]] = set()
@@ -46,16 +57,37 @@ class SpeechRouter:
             return
         SEGMENTS.labels(final=str(seg["is_final"]).lower()).inc()
         self.on_segment(f"{site}/{call_id}".encode(), seg)
+        if seg["is_final"] and self.save_checkpoint is not None and key in self._stream_key:
+            self.save_checkpoint(f"{site}/{call_id}", speaker, self._stream_key[key], float(seg["end_s"]))
 
     async def handle(self, outputs: list[Any]) -> None:
         """Act on a list of MediaJoiner outputs, in order. Awaits only for STT backpressure."""
         for out in outputs:
             if isinstance(out, AudioChunk):
                 key = (out.call_key, out.speaker)
+                if key not in self._roles and self.load_checkpoint is not None:
+                    # first audio of this speaker in this process: after a worker restart, the audio up
+                    # to the last final result the previous worker got is not sent again
+                    cp = self.load_checkpoint(out.call_key, out.speaker)
+                    if cp is not None:
+                        self._resume_s[key] = cp
+                        RESUMED.inc()
                 self._roles[key] = (out.site, out.call_id, out.speaker, out.role)
+                self._stream_key[key] = out.stream_key
                 if self.audio_tap is not None:
                     self.audio_tap(out)
-                await self.pool.send(key, out.pcm, out.start_s)
+                pcm, start_s = out.pcm, out.start_s
+                resume = self._resume_s.get(key)
+                if resume is not None:
+                    if out.end_s <= resume:
+                        continue
+                    if start_s < resume:
+                        cut = int(round((resume - start_s) * out.sample_rate))
+                        pcm, start_s = pcm[cut:], start_s + cut / out.sample_rate
+                    else:
+                        del self._resume_s[key]
+                if pcm.shape[0]:
+                    await self.pool.send(key, pcm, start_s)
             elif isinstance(out, StreamEnded):
                 task = asyncio.create_task(self._end_stream(out))
                 self._closing.add(task)
@@ -72,6 +104,9 @@ class SpeechRouter:
             self.on_call_event(ended.call_key.encode(), ev)
             return
         await self.pool.close(key)
+        if self.save_checkpoint is not None and key in self._stream_key:
+            self.save_checkpoint(ended.call_key, ended.speaker, self._stream_key.pop(key), None)
+        self._resume_s.pop(key, None)
         if key in self.pool.failed:
             ev["note"] = f"STT failed for {ended.speaker}: {self.pool.failed.pop(key)}"
         self.on_call_event(ended.call_key.encode(), ev)

@@ -191,7 +191,10 @@ class Pipeline:
                 for m in c.consume(500, timeout=0.3):
                     if m.error():
                         continue
-                    rec = self.codecs[codec].decode(m.value()) if codec else None
+                    try:
+                        rec = self.codecs[codec].decode(m.value()) if codec else None
+                    except Exception:  # noqa: BLE001 - the DLQ test's corrupt records
+                        rec = None
                     out.append((m, rec))
                 if until is not None and time.monotonic() - t0 >= min_wait_s and until(out):
                     break
@@ -231,7 +234,9 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     from spanscribe.config import load
     from spanscribe.topics import create_topics
 
-    work = tmp_path_factory.mktemp("worker-it")
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="spanscribe-worker-it-"))  # kept: logs to read after a failure
     run = uuid.uuid4().hex[:8]
     settings = load(environ={}, overrides={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"wit-{run}",
                                             "partitions": PARTITIONS})
