@@ -281,10 +281,11 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 ("spanscribe.error", str(exc)[:500].encode()), ("spanscribe.reason", exc.reason.encode())]))
             return None
 
-    def dlq_headers(event: EventT, ours: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    def dlq_headers(event: EventT[Any], ours: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """The record's own headers, then ours (error, reason, source) for the DLQ copy."""
         msg = event.message
-        own = [(str(k), bytes(v) if v is not None else b"") for k, v in (msg.headers or [])]
+        raw = msg.headers.items() if isinstance(msg.headers, Mapping) else (msg.headers or [])
+        own = [(str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in raw]
         return [*own, *ours, ("spanscribe.source", f"{msg.topic}[{msg.partition}]@{msg.offset}".encode())]
 
     def dead_letter(agent: str, event: EventT, exc: BaseException) -> None:

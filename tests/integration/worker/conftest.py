@@ -228,13 +228,13 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    import tempfile
+
     from confluent_kafka import Producer
 
     from schemas.codec import AvroCodec
     from spanscribe.config import load
     from spanscribe.topics import create_topics
-
-    import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="spanscribe-worker-it-"))  # kept: logs to read after a failure
     run = uuid.uuid4().hex[:8]
