@@ -31,6 +31,7 @@ from schemas.rtp_columns import ColumnError, StreamColumns, pack_stream, unpack_
 
 from .binding import Binding, BindingIndex
 from .codecs import ALAW_TABLE, NON_AUDIO, ULAW_TABLE, Decoder, Resampler, decoder_for
+from .codecs.plc import TAIL_MS, conceal
 from .codecs.resample import process_rows, rows_supported
 from .jitter import Frames, JitterBuffer, commit_rows, gather_payloads, plan_rows
 
@@ -62,6 +63,18 @@ class AudioChunk:
     def end_s(self) -> float:
         return self.start_s + float(self.pcm.shape[0]) / self.sample_rate
 
+
+
+_TAIL_8K = 8000 * TAIL_MS // 1000
+
+
+def _keep_tail(st: _Stream, pcm: npt.NDArray[np.int16], rate: int) -> None:
+    """Remember the last TAIL_MS of decoded audio (codec rate) for concealing a following loss."""
+    n = rate * TAIL_MS // 1000
+    if pcm.size >= n or st.tail is None:
+        st.tail = pcm[-n:].copy()
+    else:
+        st.tail = np.concatenate([st.tail, pcm])[-n:]
 
 @dataclass(frozen=True, slots=True)
 class StreamEnded:
@@ -144,6 +157,7 @@ class _Stream:
         self.decoders: dict[str, Decoder] = {}  # by "ENC/rate/channels"
         self.resampler: Resampler | None = None
         self.out_pos: int | None = None  # next position (jitter ticks) of the open chunk
+        self.tail: npt.NDArray[np.int16] | None = None  # last decoded samples (codec rate), for concealment
         self.codec = ""
         self.audio_samples = 0  # at stt_rate
         self.last_us = 0
@@ -170,6 +184,7 @@ class _Stream:
             "out_pos": self.out_pos, "codec": self.codec, "audio_samples": self.audio_samples,
             "last_us": self.last_us, "close_at_us": self.close_at_us, "packets_encrypted": self.packets_encrypted,
             "by_source": self.by_source,
+            "tail": self.tail.tolist() if self.tail is not None else None,
         }
 
     @classmethod
@@ -194,6 +209,8 @@ class _Stream:
         st.last_us = int(s["last_us"])
         st.close_at_us = s["close_at_us"]
         st.packets_encrypted = int(s["packets_encrypted"])
+        tail = s.get("tail")
+        st.tail = np.asarray(tail, dtype=np.int16) if tail is not None else None
         return st
 
 
@@ -622,6 +639,7 @@ class MediaJoiner:
             pcm = ALAW_TABLE[codes]
         else:
             pcm = _G711_TABLES[codes.astype(np.intp) + (np.array(alaw, dtype=np.intp) << 8)[:, None]]
+        tails = pcm[:, -_TAIL_8K:]
         if self.stt_rate != 8000:
             rs = []
             for i in rows:
@@ -646,6 +664,7 @@ class MediaJoiner:
             start = st.out_pos
             assert start is not None
             st.out_pos = last_pos[i] + plen
+            st.tail = tails[j].copy()
             st.audio_samples += samples
             done[idx] = (cap_max[i], n, AudioChunk(st.call_key, st.site, st.call_id, st.speaker, st.role,
                                                     st.stream_key, round(start / 8000, 6), self.stt_rate, pcm[j]))
@@ -773,6 +792,8 @@ class MediaJoiner:
             pmap = {int(p["payload_type"]): p for p in b["payload_map"]} if b else {}
         sel = np.flatnonzero(fr.pos_ticks >= 0)
         if sel.size == 0 or st.jb is None:
+            if sel.size == 0:  # only removed packets (events, CN): what follows them is not concealed
+                st.tail = None
             return []
         clock = st.jb.clock_rate
         pos = fr.pos_ticks[sel]
@@ -780,6 +801,11 @@ class MediaJoiner:
         offs = fr.offsets
         lens = (offs[1:] - offs[:-1])[sel]
         resets = fr.reset[sel]
+        # packets taken off the timeline (RFC 4733 events, CN) right before a kept one: the gap they leave
+        # is silence, not a loss to conceal
+        removed_before = np.zeros(sel.size, dtype=bool)
+        removed_before[0] = int(sel[0]) > 0
+        removed_before[1:] = (sel[1:] - sel[:-1]) > 1
         max_gap = self.max_gap_ms * clock // 1000
         out: list[MediaOut] = []
         # segments of (decoder, first, last) with the same payload type
@@ -794,6 +820,7 @@ class MediaJoiner:
             fmt = pmap.get(int(pts[a]))
             dec = self._decoder(st, fmt) if fmt is not None else None
             if dec is None:
+                st.tail = None  # a removed event/CN: its time stays silence, never concealed with speech
                 continue
             st.codec = str(fmt["encoding"]) if fmt is not None else st.codec
             dur = dec.ticks_for_bytes(lens[a:z])
@@ -810,7 +837,9 @@ class MediaJoiner:
                     payload, _ = gather_payloads(fr.payloads, offs, s_idx)
                 if chunk_start is None:
                     chunk_start = st.out_pos
-                raw.append((dec, dec.decode_many(payload, lens[a:z])))
+                pcm_run = dec.decode_many(payload, lens[a:z])
+                raw.append((dec, pcm_run))
+                _keep_tail(st, pcm_run, dec.sample_rate)
                 st.out_pos = int(p[-1] + dur[-1])
                 continue
             for j in range(a, z):
@@ -819,7 +848,9 @@ class MediaJoiner:
                     # the first packet opened the chunk (start, gap) and the rest continues it: decode the
                     # rest at once (the contiguous case above, same samples and positions)
                     payload, _ = gather_payloads(fr.payloads, offs, sel[j:z])
-                    raw.append((dec, dec.decode_many(payload, lens[j:z])))
+                    pcm_run = dec.decode_many(payload, lens[j:z])
+                    raw.append((dec, pcm_run))
+                    _keep_tail(st, pcm_run, dec.sample_rate)
                     st.out_pos = int(p[-1] + dur[-1])
                     break
                 pj, dj = int(pos[j]), int(dur[j - a])
@@ -832,13 +863,16 @@ class MediaJoiner:
                     chunk = []
                     chunk_start = pj
                     st.resampler = None  # a new chunk: no filter history across the break
+                    st.tail = None  # nor concealment from audio before it
                     st.out_pos = pj
                     gap = 0
                 if chunk_start is None:
                     chunk_start = st.out_pos
                 pcm = dec.decode(payload)
-                if gap > 0:  # loss or a removed event/CN: silence of the right length
-                    raw.append((dec, np.zeros(dec.samples_for_ticks(gap), dtype=np.int16)))
+                if removed_before[j]:
+                    st.tail = None
+                if gap > 0:  # loss or a removed event/CN: the right length, short losses concealed
+                    raw.append((dec, conceal(st.tail, dec.samples_for_ticks(gap), dec.sample_rate)))
                 elif gap < 0:  # overlap (a repeated/late timestamp): drop what is already played
                     skip = dec.samples_for_ticks(-gap)
                     pcm = pcm[skip:]
@@ -846,10 +880,13 @@ class MediaJoiner:
                     pj = st.out_pos if st.out_pos is not None else pj
                 if pcm.size:
                     raw.append((dec, pcm))
+                    _keep_tail(st, pcm, dec.sample_rate)
                 st.out_pos = max(int(st.out_pos or 0), pj + dj) if gap >= 0 else int(st.out_pos or 0) + dj
         self._flush_raw(st, raw, chunk)
         if chunk and chunk_start is not None:
             out.append(self._chunk(st, chunk_start, clock, chunk))
+        if int(sel[-1]) < fr.count - 1:  # the batch ends with removed packets
+            st.tail = None
         return out
 
     def _flush_raw(self, st: _Stream, raw: list[tuple[Decoder, npt.NDArray[np.int16]]],
