@@ -170,11 +170,22 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         its bindings here at once and the topic brings the same records again later, so an exact
         repeat, or the open copy of a binding already closed, changes nothing (never re-opens)."""
         joiner = joiner_for(str(b["stream_key"]))
+        outs = seed(joiner, str(b["stream_key"]))
         for cur in joiner.index.bindings(str(b["stream_key"])):
             if (cur["call_id"], cur["version"], cur["speaker"]) == (b["call_id"], b["version"], b["speaker"]):
                 if cur == b or (cur.get("valid_until_us") is not None and b.get("valid_until_us") is None):
-                    return []
-        return joiner.on_binding(b)
+                    return outs
+        return outs + joiner.on_binding(b)
+
+    def seed(joiner: MediaJoiner, key: str) -> list[Any]:
+        """A restarted worker: load a stream key's bindings from the table before its first use, so
+        that a close read after the restart ends the stream opened before it (else it ends only idle)."""
+        if joiner.index.bindings(key):
+            return []
+        outs: list[Any] = []
+        for saved in bindings_table.get(key) or []:
+            outs += joiner.on_binding(saved)
+        return outs
     assembler = CallAssembler()
     stt = settings["stt"]
     state: dict[str, Any] = {"data_us": 0, "data_wall": time.monotonic(), "ready": False,
@@ -376,9 +387,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                     await wait_for_signalling(int(rec["flush_ts_us"]))
                     outs = []
                     for entry in rec["streams"]:  # a restarted worker: seed the joiner from the table
-                        if not joiner.index.bindings(entry["stream_key"]):
-                            for b in bindings_table.get(entry["stream_key"]) or []:
-                                outs += apply_binding(b)
+                        outs += seed(joiner, str(entry["stream_key"]))
                     outs += joiner.on_rtp_batch(rec)
                     media_us[part] = max(media_us.get(part, 0), int(rec["flush_ts_us"]))
                 await route(outs)
