@@ -709,6 +709,13 @@ class MediaJoiner:
             st = _Stream({**b, "speaker": speaker, "role": role, "_by_source": by_source}, self.stt_rate,
                          self.window_ms, self.max_gap_ms)
             self.streams[ident] = st
+            until = b.get("valid_until_us")
+            if until is not None and not self.index.open_for(str(b["stream_key"]), str(b["call_id"]),
+                                                             str(b["speaker"])):
+                # the binding closed before its RTP was read (a backlog): the stream ends at the close,
+                # not only after idle_s
+                st.close_at_us = int(until)
+                self._closing.add(ident)
         st.role = role
         st.last_us = max(st.last_us, int(cols.capture_us[sel].max()))
         self._touched.add(st.stream_key)

@@ -432,3 +432,16 @@ def test_nat_fallback_joins_by_source_with_the_other_speaker() -> None:
     stray["stream_key"] = "s1/10.9.9.9/7"
     j.on_rtp_batch(batch([stray], T0 + 5_100_000), by_source=True)
     assert j.counters["unmatched_packets"] == 2 and j.pending_packets == 0
+
+
+def test_stream_of_an_already_closed_binding_ends_at_the_close_not_by_idle() -> None:
+    # a backlog: the closing binding is applied before any of the stream's RTP is read
+    j = MediaJoiner(window_ms=40, idle_s=30.0)
+    open_b = binding()
+    closed = dict(open_b, valid_until_us=T0 + 1_000_000)
+    j.on_binding(closed)
+    out = j.on_rtp_batch(batch([rtp(0, 10, T0 + 100_000)], T0 + 400_000))
+    out += j.expire(T0 + 3_000_000)  # well before idle_s
+    ended = [o for o in out if isinstance(o, StreamEnded)]
+    assert len(ended) == 1 and ended[0].reason == "closed"
+    assert ended[0].stats["packets"] == 10
