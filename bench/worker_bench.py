@@ -175,12 +175,92 @@ def baseline_consumer(bootstrap: str, rtp_topic: str, expected: int) -> tuple[fl
     return wall, time.process_time() - cpu0
 
 
+def start_services(args: argparse.Namespace, bootstrap: str, prefix: str, tmp: Path,
+                   procs: list[subprocess.Popen[bytes]]) -> tuple[subprocess.Popen[bytes], int]:
+    stt_port, web = free_port(), free_port()
+    procs.append(subprocess.Popen([sys.executable, "-m", "spanscribe", "stt-server", "--engine", "null",
+                                   "--port", str(stt_port), "--max-sessions", str(4 * args.calls + 16)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    wlog = (tmp / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "spanscribe", "worker", "--bootstrap-servers", bootstrap,
+                               "--topic-prefix", prefix, "--partitions", str(args.partitions), "--app-id", prefix,
+                               "--web-port", str(web), "--stt-url", f"ws://127.0.0.1:{stt_port}",
+                               "--stt-max-sessions", str(4 * args.calls + 16), "--store", "memory",
+                               "--data-dir", str(tmp / "w"), "--log-level", "warning"],
+                              stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(worker)
+    return worker, web
+
+
+def histogram_quantiles(port: int, name: str, qs: tuple[float, ...]) -> tuple[list[float], int]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    buckets = [(float("inf") if le == "+Inf" else float(le), float(v)) for le, v in
+               re.findall(rf'^{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)$', text, re.M)]
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out = []
+    for q in qs:
+        target, prev_le, prev_c = q * total, 0.0, 0.0
+        for le, c in buckets:
+            if c >= target:
+                frac = 0.0 if c == prev_c else (target - prev_c) / (c - prev_c)
+                out.append(prev_le + (le - prev_le) * frac if le != float("inf") else prev_le)
+                break
+            prev_le, prev_c = le, c
+    return out, int(total)
+
+
+def realtime(args: argparse.Namespace, bootstrap: str, settings: dict, prefix: str, tmp: Path,
+             procs: list[subprocess.Popen[bytes]]) -> int:
+    worker, web = start_services(args, bootstrap, prefix, tmp, procs)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{web}/readyz", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    t0_us = int(time.time() * 1e6)
+    gen = Gen(args.calls, args.seconds, args.partitions, t0_us=t0_us)
+    prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4",
+                     "partitioner": "murmur2_random", "message.max.bytes": 8 << 20})
+    sip_codec, rtp_codec = AvroCodec("SipMessage"), AvroCodec("RtpBatch")
+    for key, rec in gen.sip_start():
+        prod.produce(topic(settings, "sip"), key=key, value=sip_codec.encode(rec))
+    prod.flush(30)
+    base = t0_us + 100_000
+    late = 0
+    cpu0 = cpu_s(worker.pid)
+    for k in range(gen.intervals):
+        due = (base + (k + 1) * 100_000) / 1e6  # the interval's flush time
+        wait = due - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            late += 1
+        for part, key, rec in gen.rtp_interval(k, base):
+            prod.produce(topic(settings, "rtp"), key=key, value=rtp_codec.encode(rec), partition=part)
+        prod.poll(0)
+    prod.flush(30)
+    time.sleep(2.0)
+    used = cpu_s(worker.pid) - cpu0
+    (p50, p99), n = histogram_quantiles(web, "spanscribe_capture_to_stt_seconds", (0.5, 0.99))
+    print(f"real time: {args.calls} calls ({2 * args.calls} streams) for {args.seconds:.0f} s, "
+          f"{late} of {gen.intervals} intervals produced late")
+    print(f"  worker CPU {used / args.seconds * 100:.0f}% of one core; capture-to-STT-send over {n} batches: "
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (+ up to 100 ms for a batch's oldest packet)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--bootstrap", help="use this broker instead of starting one")
+    ap.add_argument("--realtime", action="store_true",
+                    help="start the worker first, then produce the calls paced at real time (capture time = "
+                         "wall time) and report capture-to-STT-send latency percentiles")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ss-bench-"))
     broker = None
@@ -195,6 +275,8 @@ def main() -> int:
         settings = load(environ={}, overrides={"bootstrap_servers": bootstrap, "topic_prefix": prefix,
                                                 "partitions": args.partitions})
         create_topics(settings)
+        if args.realtime:
+            return realtime(args, bootstrap, settings, prefix, tmp, procs)
         gen = Gen(args.calls, args.seconds, args.partitions, t0_us=1_700_000_000_000_000)
         prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
                          "partitioner": "murmur2_random", "queue.buffering.max.kbytes": 1 << 20,

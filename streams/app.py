@@ -30,7 +30,7 @@ from faust.types import TP, EventT
 
 from schemas.codec import AvroCodec, DecodeError
 from spanscribe.config import topic as topic_name
-from spanscribe.metrics import BAD_RECORDS, REGISTRY, counter, gauge
+from spanscribe.metrics import BAD_RECORDS, REGISTRY, counter, gauge, histogram
 from spanscribe.partitioning import partition_for
 from streams.core.assembler import CallAssembler
 from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
@@ -51,6 +51,12 @@ PENDING = gauge("spanscribe_rtp_pending_packets", "RTP packets waiting for their
 SIP_WAITS = counter("spanscribe_rtp_signalling_waits_total",
                     "RTP batches held until signalling had caught up with their capture time, by outcome.",
                     ("outcome",))
+CAPTURE_TO_STT = histogram(
+    "spanscribe_capture_to_stt_seconds",
+    "Wall time when an RTP batch's audio was handed to the STT sessions minus the batch's capture-clock "
+    "flush time (meaningful live, with edge and centre clocks in sync; add up to one flush interval for "
+    "the oldest packet of the batch).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0))
 LAG_S = gauge("spanscribe_capture_to_process_seconds",
               "Wall time minus capture time of the last RTP batch handled (real-time lag).")
 
@@ -391,6 +397,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                     outs += joiner.on_rtp_batch(rec)
                     media_us[part] = max(media_us.get(part, 0), int(rec["flush_ts_us"]))
                 await route(outs)
+                if event.message.topic == rtp_topic:
+                    CAPTURE_TO_STT.observe(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
             except Exception as exc:
                 dead_letter("media", event, exc)
             finally:
