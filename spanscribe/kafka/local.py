@@ -194,7 +194,9 @@ class LocalKafka:
         # Kafka cluster ids are 16 random bytes, base64url without padding (22 chars).
         import base64
 
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = "-"
+        while cid.startswith("-"):  # the format tool's option parser takes a leading '-' for an option
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         f.write_text(cid + "\n")
         return cid
 
