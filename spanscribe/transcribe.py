@@ -159,7 +159,8 @@ async def transcribe_file(path: str, out_dir: Path, settings: dict[str, Any], st
     router: SpeechRouter | None = None
     if stt_urls:
         router = SpeechRouter(stt_urls, max_sessions, on_segment, on_call_event, sample_rate=STT_RATE,
-                              partials=False, audio_tap=recorder.tap)
+                              partials=False, audio_tap=recorder.tap,
+                              protocol=str((settings.get("stt") or {}).get("protocol", "vosk")))
 
     async def handle_media(outs: list[Any]) -> None:
         if router is not None:

@@ -236,7 +236,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
 
     router = SpeechRouter(stt["urls"], int(stt["max_sessions"]), publish_segment, publish_event,
                           sample_rate=int(stt.get("sample_rate", 16000)), still_open=speaker_still_open,
-                          save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint)
+                          save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
+                          protocol=str(stt.get("protocol", "vosk")))
     router_lock = asyncio.Lock()  # the media agent, the signalling agent and the timer feed one router
 
     async def route(outs: list[Any]) -> None:

@@ -35,7 +35,7 @@ class SpeechRouter:
                  audio_tap: Callable[[AudioChunk], None] | None = None,
                  still_open: Callable[[str, str], bool] | None = None,
                  save_checkpoint: CheckpointSink | None = None,
-                 load_checkpoint: CheckpointSource | None = None) -> None:
+                 load_checkpoint: CheckpointSource | None = None, protocol: str = "vosk") -> None:
         self.on_segment = on_segment
         self.on_call_event = on_call_event
         self.partials = partials
@@ -46,7 +46,8 @@ class SpeechRouter:
         self._stream_key: dict[Hashable, str] = {}
         self._resume_s: dict[Hashable, float] = {}  # audio before this call time was finalised already
         self._roles: dict[Hashable, tuple[str, str, str, str | None]] = {}
-        self.pool = SttPool(urls, self._on_result, max_sessions=max_sessions, sample_rate=sample_rate)
+        self.pool = SttPool(urls, self._on_result, max_sessions=max_sessions, sample_rate=sample_rate,
+                            protocol=protocol)
         self._closing: set[asyncio.Task[None]] = set()
 
     def _on_result(self, key: Hashable, result: SttResult) -> None:

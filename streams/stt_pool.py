@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import numpy.typing as npt
 
 from spanscribe.metrics import counter, gauge
 from streams.core.stt_protocol import Final, SttResult, VoskSession
+from streams.core.whisperlive import WhisperLiveSession
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class _Session:
     queued_s: float = 0.0
     closed: bool = False
     answered: bool = False  # the server sent something on the current connection
+    last_message: int = 0  # messages received (to tell a quiet server)
 
 
 class SttPool:
@@ -68,9 +71,16 @@ class SttPool:
 
     def __init__(self, urls: Sequence[str], on_result: ResultCallback, *, max_sessions: int = 16,
                  sample_rate: int = 16000, queue_chunks: int = 200, connect_timeout_s: float = 10.0,
-                 max_backoff_s: float = 10.0, max_retries: int = 8, eof_timeout_s: float = 120.0) -> None:
+                 max_backoff_s: float = 10.0, max_retries: int = 8, eof_timeout_s: float = 120.0,
+                 protocol: str = "vosk", eof_idle_s: float = 3.0) -> None:
         if not urls:
             raise ValueError("SttPool needs at least one server URL")
+        if protocol not in ("vosk", "whisperlive"):
+            raise ValueError(f"unknown STT protocol {protocol!r}: expected vosk or whisperlive")
+        self.protocol = protocol
+        # Vosk closes the session after its last result; WhisperLive may not: after END_OF_AUDIO we stop
+        # once it has been quiet this long (or says DISCONNECT)
+        self.eof_idle_s = eof_idle_s
         self.urls = list(urls)
         self.on_result = on_result
         self.sample_rate = sample_rate
@@ -89,7 +99,12 @@ class SttPool:
         return len(self._sessions)
 
     def engine_name(self) -> str:
-        return "vosk:" + ",".join(self.urls)
+        return f"{self.protocol}:" + ",".join(self.urls)
+
+    def _new_session(self) -> VoskSession | WhisperLiveSession:
+        if self.protocol == "whisperlive":
+            return WhisperLiveSession(self.sample_rate, uid=uuid.uuid4().hex)
+        return VoskSession(self.sample_rate)
 
     async def send(self, key: Hashable, pcm: npt.NDArray[np.int16], start_s: float) -> None:
         """Queue ``pcm`` (int16 at ``sample_rate``) whose first sample is at ``start_s`` of call time.
@@ -142,7 +157,7 @@ class SttPool:
         pending_eof = False
         try:
             while True:
-                vs = VoskSession(self.sample_rate)
+                vs = self._new_session()
                 try:
                     async with asyncio.timeout(self.connect_timeout_s):
                         ws = await connect(s.url, max_size=2**22, open_timeout=self.connect_timeout_s,
@@ -185,6 +200,8 @@ class SttPool:
                         s.queued_s -= secs
                         BACKLOG_S.dec(secs)
                         await ws.send(vs.audio_message(item.pcm, item.start_s))
+                    if pending_eof and self.protocol == "whisperlive":
+                        await self._quiet_then_close(s, ws, reader)
                     await reader  # after eof: the server sends the last result and closes
                     if pending_eof:
                         return
@@ -216,13 +233,24 @@ class SttPool:
             SESSIONS.set(len(self._sessions))
             self._slots.release()
 
-    async def _read(self, s: _Session, ws: object, vs: VoskSession) -> None:
+    async def _quiet_then_close(self, s: _Session, ws: object, reader: asyncio.Task[None]) -> None:
+        """WhisperLive: after END_OF_AUDIO, close once the server has been quiet for eof_idle_s."""
+        while not reader.done():
+            seen = s.last_message
+            await asyncio.wait({reader}, timeout=self.eof_idle_s)
+            if not reader.done() and s.last_message == seen:
+                await ws.close()  # type: ignore[attr-defined]
+
+    async def _read(self, s: _Session, ws: object, vs: VoskSession | WhisperLiveSession) -> None:
         from websockets.exceptions import ConnectionClosedOK
 
         try:
             async for msg in ws:  # type: ignore[attr-defined]
                 if isinstance(msg, bytes):
                     continue
+                s.last_message += 1
+                if '"DISCONNECT"' in msg:
+                    return
                 if '"error"' not in msg:
                     s.answered = True
                 try:
