@@ -308,19 +308,7 @@ def main() -> int:
         print(f"baseline confluent consume+decode+unpack: {n_rtp / bw:,.0f} records/s, "
               f"{packets / max(bcpu, 1e-9):,.0f} packets per CPU s")
 
-        stt_port, web = free_port(), free_port()
-        env = dict(os.environ)
-        procs.append(subprocess.Popen([sys.executable, "-m", "spanscribe", "stt-server", "--engine", "null",
-                                       "--port", str(stt_port), "--max-sessions", str(4 * args.calls + 16)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        wlog = (tmp / "worker.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "spanscribe", "worker", "--bootstrap-servers", bootstrap,
-                                   "--topic-prefix", prefix, "--partitions", str(args.partitions), "--app-id", prefix,
-                                   "--web-port", str(web), "--stt-url", f"ws://127.0.0.1:{stt_port}",
-                                   "--stt-max-sessions", str(4 * args.calls + 16), "--store", "memory",
-                                   "--data-dir", str(tmp / "w"), "--log-level", "warning"],
-                                  stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        procs.append(worker)
+        worker, web = start_services(args, bootstrap, prefix, tmp, procs)
         t_start = time.perf_counter()
         cpu_start = None
         t_first = None
