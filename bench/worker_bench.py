@@ -189,6 +189,11 @@ def start_services(args: argparse.Namespace, bootstrap: str, prefix: str, tmp: P
                                "--data-dir", str(tmp / "w"), "--log-level", "warning"],
                               stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True)
     procs.append(worker)
+    if getattr(args, "profile", None):
+        procs.append(subprocess.Popen(["py-spy", "record", "--pid", str(worker.pid), "--format", "raw",
+                                       "--rate", "200", "--nonblocking", "-o", args.profile],
+                                      start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return worker, web
 
 
@@ -261,6 +266,8 @@ def main() -> int:
     ap.add_argument("--realtime", action="store_true",
                     help="start the worker first, then produce the calls paced at real time (capture time = "
                          "wall time) and report capture-to-STT-send latency percentiles")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="sample the worker with py-spy (pip install py-spy) into FILE (collapsed stacks)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ss-bench-"))
     broker = None

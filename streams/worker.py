@@ -26,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
              ",".join(settings["stt"]["urls"]), settings["stt"]["max_sessions"], data_dir)
     level = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}[args.log_level]
     w = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
+    # Faust's start-up spinner (made when the level is warn or above) sets the ROOT logger to DEBUG for
+    # its own handler, so every library's debug call builds a record and runs the filters: with
+    # --log-level warning, websockets' per-frame debug logging cost ~5% of the worker's CPU (py-spy,
+    # bench/worker_bench.py --profile). No spinner: the root logger keeps the level asked for.
+    w.spinner = None
     os.environ.setdefault("FAUST_LOOP", "asyncio")
     w.execute_from_commandline()
     return 0
