@@ -26,6 +26,7 @@ from typing import Any
 from spanscribe.kafka.cli import broker_for
 from spanscribe.kafka.local import free_port
 from spanscribe.paths import REPO_ROOT
+from spanscribe.stt.launch import running_server
 
 EXAMPLE = REPO_ROOT / "examples" / "call-g711.pcap"
 
@@ -35,22 +36,12 @@ def say(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def _process(name: str, argv: list[str], log_path: Path, ready: str | None = None,
-             timeout_s: float = 120.0, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a child process with output to ``log_path``; wait for ``ready`` in its output; stop on exit."""
+def _process(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a child process with output to ``log_path``; stop it (its process group) on exit."""
     log = log_path.open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
     try:
-        if ready is not None:
-            deadline = time.monotonic() + timeout_s
-            while ready not in log_path.read_text(errors="replace"):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log_path}:\n"
-                                       + log_path.read_text(errors="replace")[-1500:])
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} not ready within {timeout_s:.0f}s; see {log_path}")
-                time.sleep(0.2)
         yield proc
     finally:
         if proc.poll() is None:
@@ -131,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
         say(f"topics {prefix}.* created; starting the reference STT server and a worker (logs in {work}) ...")
         stt_port = args.stt_port or free_port()
         web_port = free_port()
-        with _process("stt-server", spanscribe + ["stt-server", "--port", str(stt_port)], work / "stt.log",
-                      ready="ready on", timeout_s=180), \
-             _process("worker", spanscribe + ["worker", *common, "--partitions", "2", "--app-id", f"demo-{run_id}",
-                                              "--web-port", str(web_port), "--stt-url", f"ws://127.0.0.1:{stt_port}",
-                                              "--data-dir", str(work / "worker"), "--store", "memory"],
+        with running_server(["--port", str(stt_port)], log_path=work / "stt.log", ready_timeout_s=180,
+                            stop_timeout_s=20), \
+             _process(spanscribe + ["worker", *common, "--partitions", "2", "--app-id", f"demo-{run_id}",
+                                     "--web-port", str(web_port), "--stt-url", f"ws://127.0.0.1:{stt_port}",
+                                     "--data-dir", str(work / "worker"), "--store", "memory"],
                       work / "worker.log",
                       env=dict(os.environ, SPANSCRIBE_SPEAKERS__AGENT_EXTENSIONS=args.agent_extension)) as worker:
             _wait_http(f"http://127.0.0.1:{web_port}/readyz", 180, worker, work / "worker.log")

@@ -3,12 +3,16 @@
 - ``captures_dir`` / ``capture``: the shared real captures, read in place from ``../shared/captures``
   (or ``$SPANSCRIBE_CAPTURES``). Tests that need them skip with a clear reason where the folder is
   absent (a user's clone); in CI (``CI=true``) a missing folder is an error, not a skip.
+- ``load_module``: import a helper file (not a package module) by its path, once per session.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -43,6 +47,23 @@ def capture(captures_dir: Path) -> Callable[[str], Path]:
         return p
 
     return _get
+
+
+def load_module_from_path(path: Path, name: str) -> ModuleType:
+    """``path`` imported as module ``name`` (registered in ``sys.modules``, so loaded only once)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader, f"cannot import {path}"
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def load_module() -> Callable[[Path, str], ModuleType]:
+    """``load_module(path, name)``: a helper file as a module (see ``load_module_from_path``)."""
+    return load_module_from_path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,22 +3,21 @@ audio per speaker (decoded from the bundled capture's RTP), and a small Vosk-pro
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import os
-import selectors
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import dpkt
 import numpy as np
 import pytest
+
+from spanscribe.stt.launch import running_server
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
@@ -28,7 +27,7 @@ READY_TIMEOUT_S = 90.0
 @dataclass
 class SttServer:
     url: str
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     log_path: Path
 
     def log(self) -> str:
@@ -39,38 +38,9 @@ class SttServer:
 def run_server(log_dir: Path, engine: str, max_sessions: int = 8, *extra: str) -> Iterator[SttServer]:
     """Start ``python -m spanscribe.stt.server --port 0`` and wait for its ready line."""
     log_path = log_dir / f"stt-server-{engine}-{time.monotonic_ns()}.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "spanscribe.stt.server", "--port", "0", "--engine", engine,
-           "--max-sessions", str(max_sessions), *extra]
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log_file, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        url = None
-        try:
-            while url is None:
-                left = deadline - time.monotonic()
-                if left <= 0 or proc.poll() is not None:
-                    raise RuntimeError(f"STT server not ready (rc={proc.poll()}):\n{log_path.read_text()}")
-                if sel.select(timeout=min(left, 0.5)):
-                    line = proc.stdout.readline()
-                    if line.startswith("ready on "):
-                        url = line.split("ready on ", 1)[1].strip()
-        finally:
-            sel.close()
+    args = ["--port", "0", "--engine", engine, "--max-sessions", str(max_sessions), *extra]
+    with running_server(args, log_path=log_path, ready_timeout_s=READY_TIMEOUT_S) as (proc, url):
         yield SttServer(url, proc, log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.fixture
@@ -87,21 +57,10 @@ def whisper_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SttServ
         yield srv
 
 
-def _load_make_example() -> Any:
-    name = "spanscribe_examples_make_example"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / "make_example.py")
-        assert spec and spec.loader
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="session")
-def make_example() -> Any:
+def make_example(load_module: Callable[[Path, str], ModuleType]) -> ModuleType:
     """examples/make_example.py as a module (synthesize, mulaw codec, SCRIPTS, VOICES)."""
-    return _load_make_example()
+    return load_module(EXAMPLES / "make_example.py", "spanscribe_examples_make_example")
 
 
 @dataclass(frozen=True)
@@ -111,8 +70,7 @@ class CallAudio:
 
 
 @pytest.fixture(scope="session")
-def call_audio() -> CallAudio:
-    mk = _load_make_example()
+def call_audio(make_example: ModuleType) -> CallAudio:
     doc = json.loads((EXAMPLES / "call-g711.expected.json").read_text())["calls"][0]
     src = {tuple(d["rtp"]["src"].split(":")): spk for spk, d in doc["speakers"].items()}
     payloads: dict[str, list[bytes]] = {spk: [] for spk in doc["speakers"]}
@@ -123,7 +81,7 @@ def call_audio() -> CallAudio:
             spk = src.get((".".join(map(str, ip.src)), str(u.sport)))
             if spk is not None:
                 payloads[spk].append(bytes(u.data)[12:])
-    pcm = {spk: mk.mulaw_decode(np.frombuffer(b"".join(p), np.uint8)) for spk, p in payloads.items()}
+    pcm = {spk: make_example.mulaw_decode(np.frombuffer(b"".join(p), np.uint8)) for spk, p in payloads.items()}
     return CallAudio(doc, pcm)
 
 

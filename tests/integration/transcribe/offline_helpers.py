@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import selectors
 import struct
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from typing import Any
 import dpkt
 import numpy as np
 import numpy.typing as npt
+
+from spanscribe.stt.launch import running_server
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
@@ -308,32 +309,7 @@ def onsets(pcm: npt.NDArray[np.int16], rate: int, thresh: int = 180, quiet_s: fl
 @contextmanager
 def stt_server(log_dir: Path, max_sessions: int = 4, threads: int = 2, ready_s: float = 120) -> Iterator[str]:
     """``python -m spanscribe.stt.server --port 0`` (whisper); yields its ws:// URL once it says ready."""
-    log_path = log_dir / f"stt-server-{time.monotonic_ns()}.log"
-    cmd = [sys.executable, "-m", "spanscribe.stt.server", "--port", "0", "--engine", "whisper",
-           "--max-sessions", str(max_sessions), "--threads", str(threads)]
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log_file, text=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        assert proc.stdout is not None
-        url = None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + ready_s
-            while url is None:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"STT server not ready (rc={proc.poll()}):\n{log_path.read_text()}")
-                if sel.select(timeout=0.5):
-                    line = proc.stdout.readline()
-                    if line.startswith("ready on "):
-                        url = line.split("ready on ", 1)[1].strip()
+    args = ["--port", "0", "--engine", "whisper", "--max-sessions", str(max_sessions), "--threads", str(threads)]
+    with running_server(args, log_path=log_dir / f"stt-server-{time.monotonic_ns()}.log",
+                        ready_timeout_s=ready_s) as (_proc, url):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
