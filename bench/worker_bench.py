@@ -175,6 +175,23 @@ def baseline_consumer(bootstrap: str, rtp_topic: str, expected: int) -> tuple[fl
     return wall, time.process_time() - cpu0
 
 
+def written(bootstrap: str, prefix: str) -> str:
+    """Records per topic of this run (what the worker wrote besides what was pre-loaded)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    names = sorted(t for t in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+                   if t.startswith(prefix))
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{uuid.uuid4().hex}"})
+    out = []
+    for name in names:
+        parts = c.list_topics(name, timeout=10).topics[name].partitions
+        total = sum(c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in parts)
+        out.append(f"{name.removeprefix(prefix + '.')}={total}")
+    c.close()
+    return " ".join(out)
+
+
 def start_services(args: argparse.Namespace, bootstrap: str, prefix: str, tmp: Path,
                    procs: list[subprocess.Popen[bytes]]) -> tuple[subprocess.Popen[bytes], int]:
     stt_port, web = free_port(), free_port()
@@ -187,7 +204,8 @@ def start_services(args: argparse.Namespace, bootstrap: str, prefix: str, tmp: P
                                "--web-port", str(web), "--stt-url", f"ws://127.0.0.1:{stt_port}",
                                "--stt-max-sessions", str(4 * args.calls + 16), "--store", "memory",
                                "--data-dir", str(tmp / "w"), "--log-level", "warning"],
-                              stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, "SPANSCRIBE_STT__SAMPLE_RATE": str(args.stt_rate)})
     procs.append(worker)
     if getattr(args, "profile", None):
         procs.append(subprocess.Popen(["py-spy", "record", "--pid", str(worker.pid), "--format", "raw",
@@ -236,6 +254,7 @@ def realtime(args: argparse.Namespace, bootstrap: str, settings: dict, prefix: s
     base = t0_us + 100_000
     late = 0
     cpu0 = cpu_s(worker.pid)
+    stt_cpu0 = cpu_s(procs[0].pid)
     for k in range(gen.intervals):
         due = (base + (k + 1) * 100_000) / 1e6  # the interval's flush time
         wait = due - time.time()
@@ -249,11 +268,16 @@ def realtime(args: argparse.Namespace, bootstrap: str, settings: dict, prefix: s
     prod.flush(30)
     time.sleep(2.0)
     used = cpu_s(worker.pid) - cpu0
+    stt_used = cpu_s(procs[0].pid) - stt_cpu0
     (p50, p99), n = histogram_quantiles(web, "spanscribe_capture_to_stt_seconds", (0.5, 0.99))
     print(f"real time: {args.calls} calls ({2 * args.calls} streams) for {args.seconds:.0f} s, "
           f"{late} of {gen.intervals} intervals produced late")
     print(f"  worker CPU {used / args.seconds * 100:.0f}% of one core; capture-to-STT-send over {n} batches: "
           f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (+ up to 100 ms for a batch's oldest packet)")
+    waits = metric(web, "spanscribe_stt_backpressure_waits_total")
+    sip_waits = metric(web, "spanscribe_rtp_signalling_waits_total", '{outcome="caught_up"}')
+    print(f"  null STT server CPU {stt_used / args.seconds * 100:.0f}% of one core; STT backpressure waits "
+          f"{waits:.0f}; RTP batches held for signalling {sip_waits:.0f}")
     return 0
 
 
@@ -266,6 +290,8 @@ def main() -> int:
     ap.add_argument("--realtime", action="store_true",
                     help="start the worker first, then produce the calls paced at real time (capture time = "
                          "wall time) and report capture-to-STT-send latency percentiles")
+    ap.add_argument("--stt-rate", type=int, default=16000,
+                    help="sample rate sent to STT (16000 default; 8000 sends G.711's own rate: no resampling)")
     ap.add_argument("--profile", metavar="FILE",
                     help="sample the worker with py-spy (pip install py-spy) into FILE (collapsed stacks)")
     args = ap.parse_args()
@@ -347,6 +373,7 @@ def main() -> int:
               f"{packets / used:,.0f} packets per CPU s")
         print(f"  backlog speed: {audio_s / used / 2:,.0f}x real time per core (call-seconds per CPU second)")
         print(f"  concurrent calls per worker core in real time: {args.calls * args.seconds / used:,.0f}")
+        print(f"  records per topic: {written(bootstrap, prefix)}")
         return 0
     finally:
         for p in procs:

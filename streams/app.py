@@ -140,6 +140,9 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         web_enabled=True,
         autodiscover=False,
         producer_acks=-1,
+        # Faust's default (no linger) sent each output record (bindings, events, changelogs) in its own
+        # produce request: 6% of the worker's CPU at a backlog (py-spy)
+        producer_linger=float(worker.get("producer_linger_ms", 5)) / 1000.0,
         stream_wait_empty=False,
         # a replacement for a killed worker waits this long for the dead member to leave the group
         broker_session_timeout=float(worker.get("session_timeout_s", 60.0)),
@@ -266,10 +269,10 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                           protocol=str(stt.get("protocol", "vosk")))
     router_lock = asyncio.Lock()  # the media agent, the signalling agent and the timer feed one router
 
-    async def route(outs: list[Any]) -> None:
+    async def route(outs: list[Any], behind_s: float = 0.0) -> None:
         if outs:
             async with router_lock:
-                await router.handle(outs)
+                await router.handle(outs, behind_s)
 
     rtp_topic = topic_name(settings, "rtp")
     sip_topic = topic_name(settings, "sip")
@@ -401,6 +404,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         async for event in stream.events():
             RECORDS.labels(agent="media").inc()
             state["media_busy"] = True
+            behind = 0.0
             try:
                 rec = decode(event)
                 if rec is None:
@@ -423,7 +427,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                         outs += seed(joiner, str(entry["stream_key"]))
                     outs += joiner.on_rtp_batch(rec)
                     media_us[part] = max(media_us.get(part, 0), int(rec["flush_ts_us"]))
-                await route(outs)
+                    behind = time.time() - rec["flush_ts_us"] / 1e6
+                await route(outs, behind)
                 if event.message.topic == rtp_topic:
                     CAPTURE_TO_STT.observe(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
             except Exception as exc:

@@ -61,8 +61,9 @@ class SpeechRouter:
         if seg["is_final"] and self.save_checkpoint is not None and key in self._stream_key:
             self.save_checkpoint(f"{site}/{call_id}", speaker, self._stream_key[key], float(seg["end_s"]))
 
-    async def handle(self, outputs: list[Any]) -> None:
-        """Act on a list of MediaJoiner outputs, in order. Awaits only for STT backpressure."""
+    async def handle(self, outputs: list[Any], behind_s: float = 0.0) -> None:
+        """Act on a list of MediaJoiner outputs, in order. Awaits only for STT backpressure.
+        ``behind_s``: how far their capture time is behind the wall clock (see ``SttPool.send``)."""
         for out in outputs:
             if isinstance(out, AudioChunk):
                 key = (out.call_key, out.speaker)
@@ -88,7 +89,7 @@ class SpeechRouter:
                     else:
                         del self._resume_s[key]
                 if pcm.shape[0]:
-                    await self.pool.send(key, pcm, start_s)
+                    await self.pool.send(key, pcm, start_s, behind_s)
             elif isinstance(out, StreamEnded):
                 task = asyncio.create_task(self._end_stream(out))
                 self._closing.add(task)

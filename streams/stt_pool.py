@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,11 +37,13 @@ SESSIONS_OPENED = counter("spanscribe_stt_sessions_opened_total", "STT sessions 
 RECONNECTS = counter("spanscribe_stt_reconnects_total", "STT connections lost and re-opened.", ("reason",))
 RESENT_S = counter("spanscribe_stt_resent_audio_seconds_total", "Audio seconds sent again after a lost session.")
 BACKLOG_S = gauge("spanscribe_stt_backlog_seconds", "Audio seconds queued for STT but not yet sent.")
+# the backlog is summed over the live pools when scraped: a gauge inc/dec per 100 ms chunk (a lock each)
+# cost 3% of the worker's CPU (py-spy, bench/worker_bench.py --profile)
+_POOLS: weakref.WeakSet[SttPool] = weakref.WeakSet()
 STT_ERRORS = counter("spanscribe_stt_errors_total", "STT protocol errors and failed sessions.", ("reason",))
 WAITS = counter("spanscribe_stt_backpressure_waits_total", "Times a sender waited for a session slot or queue room.")
 
 ResultCallback = Callable[[Hashable, SttResult], None]
-_EOF = object()
 
 
 @dataclass
@@ -50,18 +54,55 @@ class _Chunk:
 
     @property
     def end_s(self) -> float:
-        return self.start_s + self.pcm.shape[0] / self.rate
+        return self.start_s + int(self.pcm.shape[0]) / self.rate
 
 
-@dataclass
+def take_contiguous(pending: deque[_Chunk], max_samples: int) -> _Chunk:
+    """Pop the first chunk of ``pending`` merged with the chunks that simply continue it (next start =
+    this end, within half a millisecond), up to ``max_samples``: one websocket message instead of one per
+    100 ms chunk when audio has queued up (a backlog, a slow server). A gap in call time (silence gate,
+    lost stream) starts a new message, so each message's call-time anchor stays exact."""
+    first = pending.popleft()
+    if not pending or pending[0].rate != first.rate:
+        return first
+    parts = [first.pcm]
+    n, end = first.pcm.shape[0], first.end_s
+    while pending:
+        nxt = pending[0]
+        if abs(nxt.start_s - end) > 0.0005 or n + nxt.pcm.shape[0] > max_samples or nxt.rate != first.rate:
+            break
+        pending.popleft()
+        parts.append(nxt.pcm)
+        n += nxt.pcm.shape[0]
+        end = nxt.end_s
+    if len(parts) == 1:
+        return first
+    return _Chunk(np.concatenate(parts), first.start_s, first.rate)
+
+
+def trim_finalised(retained: deque[_Chunk], final_end_s: float) -> None:
+    """Drop retained audio up to ``final_end_s`` (the end of a final result): whole chunks before it, and
+    the head of the chunk it falls in, so a reconnect resends only audio no final result covered."""
+    while retained and retained[0].end_s <= final_end_s + 1e-6:
+        retained.popleft()
+    if retained and retained[0].start_s < final_end_s:
+        c = retained[0]
+        cut = int(round((final_end_s - c.start_s) * c.rate))
+        retained[0] = _Chunk(c.pcm[cut:], c.start_s + cut / c.rate, c.rate)
+
+
+@dataclass(eq=False)  # hashed by identity (the set of sessions to wake)
 class _Session:
     key: Hashable
     url: str
-    queue: asyncio.Queue[object]
+    pending: deque[_Chunk] = field(default_factory=deque)  # queued by send(), not yet on the wire
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # pending grew, eof, or the reader ended
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # pending has room again
     task: asyncio.Task[None] | None = None
     retained: deque[_Chunk] = field(default_factory=deque)  # audio since the last final result
     queued_s: float = 0.0
-    closed: bool = False
+    closed: bool = False  # end-of-stream asked for (sent after every pending chunk)
+    dead: bool = False  # failed for good: send() drops instead of waiting
     answered: bool = False  # the server sent something on the current connection
     last_message: int = 0  # messages received (to tell a quiet server)
 
@@ -72,7 +113,8 @@ class SttPool:
     def __init__(self, urls: Sequence[str], on_result: ResultCallback, *, max_sessions: int = 16,
                  sample_rate: int = 16000, queue_chunks: int = 200, connect_timeout_s: float = 10.0,
                  max_backoff_s: float = 10.0, max_retries: int = 8, eof_timeout_s: float = 120.0,
-                 protocol: str = "vosk", eof_idle_s: float = 3.0) -> None:
+                 protocol: str = "vosk", eof_idle_s: float = 3.0, max_message_s: float = 2.0,
+                 behind_s: float = 5.0, coalesce_s: float = 1.0, coalesce_wait_s: float = 0.5) -> None:
         if not urls:
             raise ValueError("SttPool needs at least one server URL")
         if protocol not in ("vosk", "whisperlive"):
@@ -85,6 +127,15 @@ class SttPool:
         self.on_result = on_result
         self.sample_rate = sample_rate
         self.queue_chunks = queue_chunks
+        self.max_message_samples = max(1, int(max_message_s * sample_rate))
+        # audio this far behind real time (a backlog, a replay) is sent in messages of about coalesce_s
+        # (waking the session's writer at most every coalesce_wait_s of wall time); fresher audio is sent
+        # as it comes
+        self.behind_s = behind_s
+        self.coalesce_s = coalesce_s
+        self.coalesce_wait_s = coalesce_wait_s
+        self._dirty: set[_Session] = set()
+        self._flusher: asyncio.Task[None] | None = None
         self.connect_timeout_s = connect_timeout_s
         self.max_backoff_s = max_backoff_s
         self.max_retries = max_retries
@@ -93,6 +144,8 @@ class SttPool:
         self._sessions: dict[Hashable, _Session] = {}
         self._load = dict.fromkeys(self.urls, 0)
         self.failed: dict[Hashable, str] = {}
+        self.backlog_s = 0.0  # audio seconds queued in all sessions, not yet sent
+        _POOLS.add(self)
 
     @property
     def active(self) -> int:
@@ -106,9 +159,11 @@ class SttPool:
             return WhisperLiveSession(self.sample_rate, uid=uuid.uuid4().hex)
         return VoskSession(self.sample_rate)
 
-    async def send(self, key: Hashable, pcm: npt.NDArray[np.int16], start_s: float) -> None:
+    async def send(self, key: Hashable, pcm: npt.NDArray[np.int16], start_s: float, behind_s: float = 0.0) -> None:
         """Queue ``pcm`` (int16 at ``sample_rate``) whose first sample is at ``start_s`` of call time.
-        Opens the session on first use; waits (backpressure) for a slot or for queue room."""
+        Opens the session on first use; waits (backpressure) for a slot or for queue room.
+        ``behind_s``: how far the audio's capture time is behind the wall clock; at ``self.behind_s`` or
+        more (a backlog) chunks are merged into messages of about ``coalesce_s`` before sending."""
         s = self._sessions.get(key)
         if s is None:
             if self._slots.locked():
@@ -116,17 +171,37 @@ class SttPool:
             await self._slots.acquire()
             url = min(self.urls, key=lambda u: self._load[u])
             self._load[url] += 1
-            s = _Session(key, url, asyncio.Queue(self.queue_chunks))
+            s = _Session(key, url)
             self._sessions[key] = s
             s.task = asyncio.create_task(self._run(s), name=f"stt-{key}")
             SESSIONS.set(len(self._sessions))
             SESSIONS_OPENED.inc()
-        if s.queue.full():
+        if len(s.pending) >= self.queue_chunks:
             WAITS.inc()
+            while len(s.pending) >= self.queue_chunks and not s.dead:
+                s.room.clear()
+                await s.room.wait()
+        if s.dead:
+            return  # failed for good (counted, reported on the call): never block the caller on it
         chunk = _Chunk(np.asarray(pcm, dtype=np.int16), float(start_s), self.sample_rate)
-        await s.queue.put(chunk)
-        s.queued_s += chunk.pcm.shape[0] / self.sample_rate
-        BACKLOG_S.inc(chunk.pcm.shape[0] / self.sample_rate)
+        s.pending.append(chunk)
+        secs = chunk.pcm.shape[0] / self.sample_rate
+        s.queued_s += secs
+        self.backlog_s += secs
+        if behind_s < self.behind_s or s.queued_s >= self.coalesce_s or s.closed:
+            s.wake.set()
+            self._dirty.discard(s)
+        else:  # a backlog: let audio gather (the flusher wakes it within coalesce_wait_s)
+            self._dirty.add(s)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_dirty(), name="stt-flusher")
+
+    async def _flush_dirty(self) -> None:
+        while self._dirty:
+            await asyncio.sleep(self.coalesce_wait_s)
+            dirty, self._dirty = self._dirty, set()
+            for s in dirty:
+                s.wake.set()
 
     async def close(self, key: Hashable) -> None:
         """End the speaker's session: send end-of-stream and wait for its last final result."""
@@ -134,7 +209,8 @@ class SttPool:
         if s is None or s.closed:
             return
         s.closed = True
-        await s.queue.put(_EOF)
+        s.wake.set()
+        self._dirty.discard(s)
         if s.task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(s.task), self.eof_timeout_s)
@@ -154,7 +230,6 @@ class SttPool:
         from websockets.exceptions import WebSocketException
 
         attempt = 0
-        pending_eof = False
         try:
             while True:
                 vs = self._new_session()
@@ -174,6 +249,7 @@ class SttPool:
                 try:
                     await ws.send(vs.config_message())
                     reader = asyncio.create_task(self._read(s, ws, vs))
+                    reader.add_done_callback(lambda _t: s.wake.set())
                     # resend what was not covered by a final result yet (after a reconnect)
                     if s.retained:
                         secs = sum(c.pcm.shape[0] for c in s.retained) / self.sample_rate
@@ -181,30 +257,13 @@ class SttPool:
                         log.info("STT %s: resending %.1fs of audio since the last final result", s.url, secs)
                         for c in list(s.retained):
                             await ws.send(vs.audio_message(c.pcm, c.start_s))
-                    if pending_eof:
+                    if await self._write(s, ws, vs, reader):
                         await ws.send(vs.eof_message())
-                    while not pending_eof:
-                        get = asyncio.create_task(s.queue.get())
-                        done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
-                        if get not in done:
-                            get.cancel()
-                            break  # reader ended: connection lost
-                        item = get.result()
-                        if item is _EOF:
-                            pending_eof = True
-                            await ws.send(vs.eof_message())
-                            break
-                        assert isinstance(item, _Chunk)
-                        s.retained.append(item)
-                        secs = item.pcm.shape[0] / self.sample_rate
-                        s.queued_s -= secs
-                        BACKLOG_S.dec(secs)
-                        await ws.send(vs.audio_message(item.pcm, item.start_s))
-                    if pending_eof and self.protocol == "whisperlive":
-                        await self._quiet_then_close(s, ws, reader)
-                    await reader  # after eof: the server sends the last result and closes
-                    if pending_eof:
+                        if self.protocol == "whisperlive":
+                            await self._quiet_then_close(s, ws, reader)
+                        await reader  # after eof: the server sends the last result and closes
                         return
+                    await reader  # the reader ended: the connection is lost
                     raise ConnectionError("server closed the session")
                 except (OSError, ConnectionError, WebSocketException) as exc:
                     if s.answered:  # it worked for a while: a new loss starts a new series of retries
@@ -223,15 +282,36 @@ class SttPool:
             STT_ERRORS.labels(reason="session_failed").inc()
             self.failed[s.key] = str(exc)
             log.error("STT session %s failed: %s", s.key, exc)
-            # drain the queue so senders never block on a dead session
-            while not s.queue.empty():
-                s.queue.get_nowait()
         finally:
+            s.dead = True
+            s.pending.clear()  # senders never block on a dead session
+            s.room.set()
             self._sessions.pop(s.key, None)
             self._load[s.url] -= 1
-            BACKLOG_S.dec(max(s.queued_s, 0.0))
+            self.backlog_s -= max(s.queued_s, 0.0)
             SESSIONS.set(len(self._sessions))
             self._slots.release()
+
+    async def _write(self, s: _Session, ws: Any, vs: VoskSession | WhisperLiveSession,
+                     reader: asyncio.Task[None]) -> bool:
+        """Send pending audio as it comes, merging what has queued up; True once every chunk is sent and
+        end-of-stream is due, False if the reader ended (connection lost)."""
+        while not reader.done():
+            if s.pending:
+                item = take_contiguous(s.pending, self.max_message_samples)
+                if len(s.pending) < self.queue_chunks:
+                    s.room.set()
+                s.retained.append(item)
+                secs = item.pcm.shape[0] / self.sample_rate
+                s.queued_s -= secs
+                self.backlog_s -= secs
+                await ws.send(vs.audio_message(item.pcm, item.start_s))
+            elif s.closed:
+                return True
+            else:
+                s.wake.clear()
+                await s.wake.wait()
+        return False
 
     async def _quiet_then_close(self, s: _Session, ws: object, reader: asyncio.Task[None]) -> None:
         """WhisperLive: after END_OF_AUDIO, close once the server has been quiet for eof_idle_s."""
@@ -264,8 +344,14 @@ class SttPool:
                     log.warning("STT %s: server error: %s", s.url, msg[:200])
                 for r in results:
                     if isinstance(r, Final):
-                        while s.retained and s.retained[0].end_s <= r.end_s + 1e-6:
-                            s.retained.popleft()
+                        trim_finalised(s.retained, r.end_s)
                     self.on_result(s.key, r)
         except ConnectionClosedOK:
             return
+
+
+def _backlog_s() -> float:
+    return sum(p.backlog_s for p in list(_POOLS))
+
+
+BACKLOG_S.set_function(_backlog_s)
