@@ -296,7 +296,8 @@ class MediaJoiner:
         index: the binding index (a Faust table behind it in the worker).
         nat_fallback: hand RTP that no binding claims by destination back as :class:`Unmatched` (to be
             re-keyed by source and joined with ``on_rtp_batch(rec, by_source=True)``) instead of only
-            counting it.
+            counting it. A stream joined by source lags by the pending window: it ends (close grace,
+            idle) ``pending_s`` later than a stream joined by destination.
     """
 
     def __init__(self, *, stt_rate: int = 16000, window_ms: int = 200, max_gap_ms: int = 1000,
@@ -426,11 +427,11 @@ class MediaJoiner:
         for ident in sorted(self.streams):
             st = self.streams[ident]
             if st.jb is not None and st.jb.held:
-                out += self._play(st, st.jb.advance(self.now_us))
+                out += self._play(st, st.jb.advance(self.now_us - self._lag(st)))
         out += self._end_due()
         for ident in sorted(self.streams):
             st = self.streams[ident]
-            if st.close_at_us is None and self.now_us - st.last_us > self.idle_us:
+            if st.close_at_us is None and self.now_us - self._lag(st) - st.last_us > self.idle_us:
                 out += self._end(st, self.now_us, "idle")
         out += self._expire_pending(self.now_us)
         if self.now_us - self._index_expired_us > 60_000_000:  # closed bindings older than an hour go
@@ -939,9 +940,16 @@ class MediaJoiner:
             st = self.streams.get(ident)
             if st is None or st.close_at_us is None:
                 self._closing.discard(ident)
-            elif self.now_us >= st.close_at_us + self.close_grace_us:
+            elif self.now_us >= st.close_at_us + self.close_grace_us + self._lag(st):
                 out += self._end(st, st.close_at_us, "closed")
         return out
+
+    def _lag(self, st: _Stream) -> int:
+        """How far a stream's RTP lags this joiner's clock: RTP joined by source was re-sent only after
+        the pending window of its destination's partition, so its close grace and idle time (and jitter
+        release) count from ``now - max_pending_us``; else the tail of every NAT call (its last
+        ``pending_s``) would arrive after the stream ended and start a new stream per record."""
+        return self.max_pending_us if st.by_source else 0
 
     def _end(self, st: _Stream, ts_us: int, reason: str) -> list[MediaOut]:
         out: list[MediaOut] = []
