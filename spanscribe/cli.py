@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-id", default="spanscribe", help="Faust application id / consumer group (default spanscribe)")
     p.add_argument("--partitions", type=int, help="partitions of the rtp/bindings topics (default 4)")
     p.add_argument("--store", choices=["auto", "rocksdb", "memory"], help="table store (auto: rocksdb if installed)")
+    p.add_argument("--nat-fallback", action=argparse.BooleanOptionalAction, default=None,
+                   help="RTP that no SDP destination claims within worker.pending_s is re-keyed by its source "
+                        "tuple (topic PREFIX.rtp-by-source) and joined there as the other speaker (symmetric "
+                        "RTP: a party behind NAT announces a private address). Default on "
+                        "(worker.nat_fallback, SPANSCRIBE_WORKER__NAT_FALLBACK)")
 
     # -- transcribe -----------------------------------------------------------------------------
     p = add("transcribe", "transcribe a capture file offline (no Kafka)",
@@ -160,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- topics ---------------------------------------------------------------------------------
     p = add("topics", "create or list spanscribe's Kafka topics",
             "Create the topics of the architecture (idempotent): PREFIX.sip, .rtp, .bindings (compacted, same\n"
-            "partitions as .rtp), .transcripts, .calls (compacted), .call-events, .dlq.")
+            "partitions as .rtp), .rtp-by-source (NAT fallback, same partitions as .rtp), .transcripts,\n"
+            ".calls (compacted), .call-events, .dlq.")
     p.add_argument("action", choices=["create", "list", "describe"], help="create (idempotent), list or describe")
     _kafka_options(p)
     p.add_argument("--partitions", type=int, help="partitions of every topic (default 4)")
@@ -240,7 +246,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if stt:
         overrides["stt"] = stt
     worker: dict[str, Any] = {}
-    for attr in ("web_port", "data_dir", "store"):
+    for attr in ("web_port", "data_dir", "store", "nat_fallback"):
         if getattr(args, attr, None) is not None and args.command == "worker":
             worker[attr] = getattr(args, attr)
     if worker:

@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "stt": {"urls": ["ws://127.0.0.1:2700"], "protocol": "vosk", "max_sessions": 16, "sample_rate": 16000},
     "speakers": {"agent_networks": [], "agent_extensions": [], "caller_role": None},
     "worker": {"web_port": 6066, "data_dir": None, "store": "auto", "pending_s": 120.0, "pending_mb": 64, "idle_s": 30.0,
-               "fetch_max_wait_ms": 100, "producer_linger_ms": 5},
+               "fetch_max_wait_ms": 100, "producer_linger_ms": 5, "nat_fallback": True},
 }
 
 # Top-level keys whose type we check and convert from env strings.
@@ -141,6 +141,15 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
             re.compile(pat)
         except re.error as exc:
             raise ConfigError(f"speakers.agent_extensions: {pat!r} is not a valid regular expression: {exc}") from None
+    worker = settings.setdefault("worker", {})
+    nat = worker.get("nat_fallback", True)
+    if isinstance(nat, str) and nat.strip().lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        nat = nat.strip().lower() in ("true", "yes", "on", "1")
+    elif isinstance(nat, int) and not isinstance(nat, bool) and nat in (0, 1):
+        nat = bool(nat)
+    if not isinstance(nat, bool):
+        raise ConfigError(f"worker.nat_fallback: expected true or false, got {worker.get('nat_fallback')!r}")
+    worker["nat_fallback"] = nat
     kafka = settings.get("kafka") or {}
     if not isinstance(kafka, dict):
         raise ConfigError("kafka: expected a mapping of librdkafka properties")
@@ -171,5 +180,6 @@ def kafka_config(settings: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def topic(settings: Mapping[str, Any], name: str) -> str:
-    """Full topic name: ``<prefix>.<name>`` (name is sip, rtp, bindings, transcripts, calls, call-events, dlq)."""
+    """Full topic name: ``<prefix>.<name>`` (name is sip, rtp, rtp-by-source, bindings, transcripts, calls,
+    call-events, dlq)."""
     return f"{settings['topic_prefix']}.{name}"

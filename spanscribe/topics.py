@@ -5,6 +5,7 @@
 | PREFIX.sip       | delete   | N                   |
 | PREFIX.rtp       | delete   | N                   |
 | PREFIX.bindings  | compact  | N (== rtp: co-partitioned with it, the join depends on it) |
+| PREFIX.rtp-by-source | delete | N (== rtp: NAT fallback, RTP re-keyed by its source tuple, co-partitioned) |
 | PREFIX.transcripts | delete | N                   |
 | PREFIX.calls     | compact  | N                   |
 | PREFIX.call-events | delete | N (== sip: keyed by site/Call-ID like sip) |
@@ -41,6 +42,11 @@ def topic_specs(settings: Mapping[str, Any], retention_hours: float = 168.0) -> 
         TopicSpec(topic(settings, "sip"), n, dict(delete)),
         TopicSpec(topic(settings, "rtp"), n, dict(delete, **{"max.message.bytes": str(8 << 20)})),
         TopicSpec(topic(settings, "bindings"), n, dict(compact)),
+        # NAT fallback: RTP no SDP destination claimed, re-keyed by its source tuple (the worker re-sends
+        # it there, so a short retention suffices)
+        TopicSpec(topic(settings, "rtp-by-source"), n,
+                  dict(delete, **{"max.message.bytes": str(8 << 20),
+                                  "retention.ms": str(min(int(retention), 24 * 3600 * 1000))})),
         TopicSpec(topic(settings, "transcripts"), n, dict(delete)),
         TopicSpec(topic(settings, "calls"), n, dict(compact)),
         TopicSpec(topic(settings, "call-events"), n, dict(delete)),
@@ -53,7 +59,7 @@ def create_topics(settings: Mapping[str, Any], retention_hours: float = 168.0,
     """Create missing topics; returns {topic: 'created' | 'exists'}.
 
     Raises RuntimeError if a topic exists with a different partition count where co-partitioning needs
-    equality (bindings vs rtp), or if creation fails.
+    equality (bindings and rtp-by-source vs rtp), or if creation fails.
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -80,12 +86,13 @@ def create_topics(settings: Mapping[str, Any], retention_hours: float = 168.0,
                 else:
                     raise RuntimeError(f"creating topic {name} failed: {exc}") from None
     md = admin.list_topics(timeout=timeout_s)
-    rtp, bindings = topic(settings, "rtp"), topic(settings, "bindings")
-    if rtp in md.topics and bindings in md.topics:
-        n_rtp, n_b = len(md.topics[rtp].partitions), len(md.topics[bindings].partitions)
-        if n_rtp != n_b:
-            raise RuntimeError(f"{bindings} has {n_b} partitions but {rtp} has {n_rtp}: the media join needs "
-                               "them equal (co-partitioned); recreate one of them")
+    rtp = topic(settings, "rtp")
+    for other in (topic(settings, "bindings"), topic(settings, "rtp-by-source")):
+        if rtp in md.topics and other in md.topics:
+            n_rtp, n_o = len(md.topics[rtp].partitions), len(md.topics[other].partitions)
+            if n_rtp != n_o:
+                raise RuntimeError(f"{other} has {n_o} partitions but {rtp} has {n_rtp}: the media join needs "
+                                   "them equal (co-partitioned); recreate one of them")
     return result
 
 

@@ -6,10 +6,14 @@ Agents (all records are Avro via :mod:`schemas.codec`; keys are raw UTF-8 bytes)
   publishes ``MediaBinding`` to ``<p>.bindings`` keyed ``site/ip/port`` (Faust's producer partitions by
   murmur2 like the edge, so a binding lands on the partition of its RTP) and ``CallEvent`` to
   ``<p>.call-events``. Per-call dialog state lives in the changelogged table ``dialogs``.
-* ``media`` on ``<p>.rtp`` + ``<p>.bindings`` (co-partitioned, one agent so a binding and the RTP that
-  needs it are handled in order by the same worker): :class:`~streams.core.media.MediaJoiner`; bindings
-  are mirrored into the changelogged table ``bindings`` (written under the event's partition, which is
-  the RTP's partition), audio goes to the STT pool through :class:`~streams.speech.SpeechRouter`.
+* ``media`` on ``<p>.rtp`` + ``<p>.bindings`` + ``<p>.rtp-by-source`` (co-partitioned, one agent so a
+  binding and the RTP that needs it are handled in order by the same worker):
+  :class:`~streams.core.media.MediaJoiner`; bindings are mirrored into the changelogged table ``bindings``
+  (written under the event's partition, which is the RTP's partition), audio goes to the STT pool through
+  :class:`~streams.speech.SpeechRouter`. NAT fallback (``worker.nat_fallback``): RTP that no binding claims
+  by destination within ``worker.pending_s`` is re-keyed by its source tuple and sent to
+  ``<p>.rtp-by-source`` (:func:`by_source_batches`), where the worker owning that partition joins it by
+  source (``on_rtp_batch(rec, by_source=True)``; a miss there is counted unmatched, never re-sent).
 * ``assembler`` on ``<p>.transcripts`` + ``<p>.call-events`` (both keyed ``site/Call-ID``):
   :class:`~streams.core.assembler.CallAssembler`; writes ``CallTranscript`` to ``<p>.calls``.
 
@@ -22,7 +26,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
@@ -34,7 +38,7 @@ from spanscribe.metrics import BAD_RECORDS, REGISTRY, counter, gauge, histogram
 from spanscribe.partitioning import partition_for
 from streams.core.assembler import CallAssembler
 from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
-from streams.core.media import MediaJoiner
+from streams.core.media import MediaJoiner, Unmatched
 from streams.speech import SpeechRouter
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,13 @@ CALLS_ACTIVE = gauge("spanscribe_calls_active", "Calls tracked by this worker's 
 CALLS_DONE = counter("spanscribe_calls_finished_total", "CallTranscript documents written.")
 MEDIA = counter("spanscribe_media_packets_total", "RTP packets seen by the media join, by outcome.", ("outcome",))
 UNMATCHED = counter("spanscribe_rtp_unmatched_total", "RTP packets that never matched a media binding.")
+NAT_FALLBACK = counter("spanscribe_rtp_nat_fallback_packets_total",
+                       "RTP packets no binding claimed by destination within worker.pending_s, re-keyed by their "
+                       "source tuple to <prefix>.rtp-by-source (NAT fallback).")
+BY_SOURCE = counter("spanscribe_rtp_by_source_packets_total",
+                    "RTP packets read from <prefix>.rtp-by-source and looked up by their source tuple (a miss "
+                    "there is counted in spanscribe_rtp_unmatched_total).")
+BY_SOURCE_RECORDS = counter("spanscribe_rtp_by_source_records_total", "RtpBatch records sent to <prefix>.rtp-by-source.")
 STREAMS_ACTIVE = gauge("spanscribe_streams_active", "Speaker streams held by this worker's media join.")
 PENDING = gauge("spanscribe_rtp_pending_packets", "RTP packets waiting for their binding.")
 SIP_WAITS = counter("spanscribe_rtp_signalling_waits_total",
@@ -106,6 +117,32 @@ def limit_fetch_wait(ms: int) -> None:
     aiokafka.AIOKafkaConsumer = _Consumer  # type: ignore[misc]
 
 
+BY_SOURCE_EDGE_ID = "spanscribe-worker"  # edge_id of a by-source record not made while handling an RtpBatch
+
+
+def by_source_batches(unmatched: Iterable[Unmatched], partitions: int, origin: Mapping[str, Any] | None = None,
+                      flush_us: int = 0) -> list[tuple[int, bytes, dict[str, Any]]]:
+    """Bundle :class:`Unmatched` outputs like the edge bundles RTP: ONE ``RtpBatch`` per target partition
+    (murmur2 of the source tuple, so the by-source lookup is local to the worker owning it), in partition
+    order -> ``(partition, key, RtpBatch dict)``. The key is the first entry's source tuple (a key on that
+    partition); ``site``/``edge_id``/``edge_start_us``/``batch_seq``/``flush_ts_us`` are the handled
+    record's (``origin``), or, for RTP expired by the timer, the entries' site, :data:`BY_SOURCE_EDGE_ID`
+    and ``flush_us``."""
+    groups: dict[int, list[Unmatched]] = {}
+    for u in unmatched:
+        groups.setdefault(partition_for(u.source_key.encode(), partitions), []).append(u)
+    out: list[tuple[int, bytes, dict[str, Any]]] = []
+    for part in sorted(groups):
+        us = groups[part]
+        if origin is not None:
+            meta = {k: origin[k] for k in ("site", "edge_id", "edge_start_us", "batch_seq", "flush_ts_us")}
+        else:
+            meta = {"site": us[0].source_key.split("/", 1)[0], "edge_id": BY_SOURCE_EDGE_ID, "edge_start_us": 0,
+                    "batch_seq": 0, "flush_ts_us": int(flush_us)}
+        out.append((part, us[0].source_key.encode(), {**meta, "streams": [u.entry for u in us]}))
+    return out
+
+
 def _store_url(choice: str) -> str:
     if choice in ("auto", "rocksdb"):
         try:
@@ -155,8 +192,10 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
 
     sip_t, bindings_t, transcripts_t, calls_t, events_t, dlq_t = (
         t("sip"), t("bindings"), t("transcripts"), t("calls"), t("call-events"), t("dlq"))
-    media_in = app.topic(topic_name(settings, "rtp"), topic_name(settings, "bindings"), key_type=bytes,
-                         value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=n)
+    by_source_t = t("rtp-by-source")
+    media_in = app.topic(topic_name(settings, "rtp"), topic_name(settings, "bindings"),
+                         topic_name(settings, "rtp-by-source"), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw", partitions=n)
     assembler_in = app.topic(topic_name(settings, "transcripts"), topic_name(settings, "call-events"),
                              key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                              partitions=n)
@@ -173,6 +212,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     codecs = {name: AvroCodec(name, registry=None) for name in
               ("SipMessage", "RtpBatch", "MediaBinding", "TranscriptSegment", "CallEvent", "CallTranscript")}
     by_topic = {topic_name(settings, "sip"): codecs["SipMessage"], topic_name(settings, "rtp"): codecs["RtpBatch"],
+                topic_name(settings, "rtp-by-source"): codecs["RtpBatch"],
                 topic_name(settings, "bindings"): codecs["MediaBinding"],
                 topic_name(settings, "transcripts"): codecs["TranscriptSegment"],
                 topic_name(settings, "call-events"): codecs["CallEvent"]}
@@ -187,7 +227,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     def new_joiner() -> MediaJoiner:
         return MediaJoiner(max_pending_s=float(worker.get("pending_s", 120.0)),
                            max_pending_bytes=int(float(worker.get("pending_mb", 64)) * (1 << 20)) // n,
-                           idle_s=float(worker.get("idle_s", 30.0)))
+                           idle_s=float(worker.get("idle_s", 30.0)),
+                           nat_fallback=bool(worker.get("nat_fallback", True)))
 
     joiners: dict[int, MediaJoiner] = {}
 
@@ -269,12 +310,25 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                           protocol=str(stt.get("protocol", "vosk")))
     router_lock = asyncio.Lock()  # the media agent, the signalling agent and the timer feed one router
 
-    async def route(outs: list[Any], behind_s: float = 0.0) -> None:
+    async def route(outs: list[Any], origin: Mapping[str, Any] | None = None, now_us: int = 0,
+                    behind_s: float = 0.0) -> None:
+        """Audio, stream ends and notes to the STT router (``behind_s``: how far their capture time is
+        behind the wall clock, see ``SttPool.send``); :class:`Unmatched` RTP (NAT fallback) re-keyed
+        by source to ``<p>.rtp-by-source``, one record per target partition for this handled record
+        (``origin``) or timer run (``now_us``)."""
+        if not outs:
+            return
+        if any(isinstance(o, Unmatched) for o in outs):
+            for part, key, rec in by_source_batches([o for o in outs if isinstance(o, Unmatched)], n, origin, now_us):
+                await by_source_t.send(key=key, value=codecs["RtpBatch"].encode(rec), partition=part)
+                BY_SOURCE_RECORDS.inc()
+            outs = [o for o in outs if not isinstance(o, Unmatched)]
         if outs:
             async with router_lock:
                 await router.handle(outs, behind_s)
 
     rtp_topic = topic_name(settings, "rtp")
+    by_source_topic = topic_name(settings, "rtp-by-source")
     sip_topic = topic_name(settings, "sip")
     sip_pos: dict[TP, tuple[int, int]] = {}  # sip partition -> (offset, capture time) last handled here
     sip_wait_s = float(worker.get("sip_wait_s", 5.0))
@@ -404,7 +458,6 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         async for event in stream.events():
             RECORDS.labels(agent="media").inc()
             state["media_busy"] = True
-            behind = 0.0
             try:
                 rec = decode(event)
                 if rec is None:
@@ -416,19 +469,29 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                     saved = [b for b in saved if not (b["call_id"] == rec["call_id"] and b["version"] == rec["version"]
                                                       and b["speaker"] == rec["speaker"])] + [rec]
                     bindings_table[key] = saved[-16:]
+                    await route(outs)
                 else:
-                    seen(int(rec["flush_ts_us"]))
+                    # rtp: keyed by destination. rtp-by-source: RTP no destination claimed, re-keyed by
+                    # source on another worker (or this one) pending_s ago; its flush time is the original
+                    # record's, behind this partition's clock: it moves neither clock (capture time of
+                    # its packets still advances the joiner's, monotonically).
+                    by_source = event.message.topic == by_source_topic
                     part = event.message.partition  # == partition_for(stream key) of every entry
                     joiner = joiner_at(part)
-                    LAG_S.set(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
+                    if not by_source:
+                        seen(int(rec["flush_ts_us"]))
+                        LAG_S.set(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
                     await wait_for_signalling(int(rec["flush_ts_us"]))
                     outs = []
                     for entry in rec["streams"]:  # a restarted worker: seed the joiner from the table
                         outs += seed(joiner, str(entry["stream_key"]))
-                    outs += joiner.on_rtp_batch(rec)
-                    media_us[part] = max(media_us.get(part, 0), int(rec["flush_ts_us"]))
-                    behind = time.time() - rec["flush_ts_us"] / 1e6
-                await route(outs, behind)
+                    if by_source:  # a miss is counted unmatched by the joiner: never re-sent (no loop)
+                        outs += joiner.on_rtp_batch(dict(rec, flush_ts_us=0), by_source=True)
+                    else:
+                        outs += joiner.on_rtp_batch(rec)
+                        media_us[part] = max(media_us.get(part, 0), int(rec["flush_ts_us"]))
+                    await route(outs, origin=rec, now_us=joiner.now_us,
+                                behind_s=time.time() - rec["flush_ts_us"] / 1e6)
                 if event.message.topic == rtp_topic:
                     CAPTURE_TO_STT.observe(max(time.time() - rec["flush_ts_us"] / 1e6, 0.0))
             except Exception as exc:
@@ -476,6 +539,10 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             if delta > 0:
                 if name == "unmatched_packets":
                     UNMATCHED.inc(delta)
+                elif name == "fallback_packets":
+                    NAT_FALLBACK.inc(delta)
+                elif name == "by_source_packets":
+                    BY_SOURCE.inc(delta)
                 else:
                     MEDIA.labels(outcome=name).inc(delta)
             exported[name] = value
@@ -497,7 +564,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             for part, joiner in sorted(joiners.items()):
                 mnow = media_now_us(part)
                 if mnow:
-                    await route(joiner.expire(mnow))
+                    await route(joiner.expire(mnow), now_us=mnow)
                     joiner.index.expire(mnow)
             before = set(assembler.store.keys())
             for doc in assembler.expire(now):

@@ -296,13 +296,16 @@ class MediaJoiner:
         index: the binding index (a Faust table behind it in the worker).
         nat_fallback: hand RTP that no binding claims by destination back as :class:`Unmatched` (to be
             re-keyed by source and joined with ``on_rtp_batch(rec, by_source=True)``) instead of only
-            counting it.
+            counting it. A stream joined by source lags by the pending window: it ends (close grace,
+            idle) ``pending_s + by_source_grace_ms`` later than a stream joined by destination.
+        by_source_grace_ms: the extra lag of RTP joined by source beyond the pending window: pending RTP
+            of an idle partition is expired by the worker's 1 s timer, then goes through a topic.
     """
 
     def __init__(self, *, stt_rate: int = 16000, window_ms: int = 200, max_gap_ms: int = 1000,
                  pending_s: float | None = None, max_pending_s: float = 5.0, max_pending_bytes: int = 8 << 20,
                  idle_s: float = 30.0, close_grace_ms: int = 500, index: BindingIndex | None = None,
-                 nat_fallback: bool = False) -> None:
+                 nat_fallback: bool = False, by_source_grace_ms: int = 2000) -> None:
         if pending_s is not None:
             max_pending_s = pending_s
         self.stt_rate = stt_rate
@@ -313,6 +316,7 @@ class MediaJoiner:
         self.idle_us = int(idle_s * 1e6)
         self.close_grace_us = close_grace_ms * 1000
         self.nat_fallback = nat_fallback
+        self.by_source_lag_us = self.max_pending_us + by_source_grace_ms * 1000
         self.index = index if index is not None else BindingIndex()
         self.streams: dict[str, _Stream] = {}
         self._pending: dict[str, list[_Pending]] = {}
@@ -426,11 +430,11 @@ class MediaJoiner:
         for ident in sorted(self.streams):
             st = self.streams[ident]
             if st.jb is not None and st.jb.held:
-                out += self._play(st, st.jb.advance(self.now_us))
+                out += self._play(st, st.jb.advance(self.now_us - self._lag(st)))
         out += self._end_due()
         for ident in sorted(self.streams):
             st = self.streams[ident]
-            if st.close_at_us is None and self.now_us - st.last_us > self.idle_us:
+            if st.close_at_us is None and self.now_us - self._lag(st) - st.last_us > self.idle_us:
                 out += self._end(st, self.now_us, "idle")
         out += self._expire_pending(self.now_us)
         if self.now_us - self._index_expired_us > 60_000_000:  # closed bindings older than an hour go
@@ -939,9 +943,16 @@ class MediaJoiner:
             st = self.streams.get(ident)
             if st is None or st.close_at_us is None:
                 self._closing.discard(ident)
-            elif self.now_us >= st.close_at_us + self.close_grace_us:
+            elif self.now_us >= st.close_at_us + self.close_grace_us + self._lag(st):
                 out += self._end(st, st.close_at_us, "closed")
         return out
+
+    def _lag(self, st: _Stream) -> int:
+        """How far a stream's RTP lags this joiner's clock: RTP joined by source was re-sent only after
+        the pending window of its destination's partition (and the timer and a topic), so its close
+        grace and idle time (and jitter release) count from ``now - by_source_lag_us``; else the tail of every NAT call (its last
+        ``pending_s``) would arrive after the stream ended and start a new stream per record."""
+        return self.by_source_lag_us if st.by_source else 0
 
     def _end(self, st: _Stream, ts_us: int, reason: str) -> list[MediaOut]:
         out: list[MediaOut] = []

@@ -163,6 +163,7 @@ schema = {
                 "enabled": b("deploy the workers"),
                 "replicas": i("number of workers (at most kafka.partitions)", 0),
                 "webPort": PORT,
+                "natFallback": b("join RTP whose destination no SDP names by its source tuple (symmetric RTP, NAT)"),
                 "stt": obj(
                     {
                         "urls": {

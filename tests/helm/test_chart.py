@@ -572,6 +572,8 @@ def test_cli_accepts_chart_commands(helm: str, variant: str, tmp_path: Path, mon
                 assert re.match(r"wss?://", url)
             for net in settings["speakers"]["agent_networks"]:
                 ipaddress.ip_network(net, strict=False)
+        if argv[0] == "worker":
+            assert settings["worker"]["nat_fallback"] is v["workers"].get("natFallback", True)
     assert seen, "no containers rendered"
 
 

@@ -80,6 +80,9 @@ class Call:
     reinvite_at_s: float | None = None  # the caller re-INVITEs, moving its receive port ...
     reinvite_port: int = 40100  # ... to this one
     start_us: int = 0  # INVITE capture time
+    # the callee behind NAT: its SDP announces callee_ip:callee_port (private), the caller's RTP goes to
+    # this public tuple instead, and the callee's RTP comes FROM it (symmetric RTP)
+    callee_public: tuple[str, int] | None = None
     ssrc: dict[str, int] = field(default_factory=lambda: {"caller": 0x11110000, "callee": 0x22220000})
 
     def __post_init__(self) -> None:
@@ -120,7 +123,8 @@ class Call:
     def stream_key(self, speaker: str, after_reinvite: bool = False) -> str:
         """Stream key of the RTP carrying ``speaker``'s voice (keyed by its destination)."""
         if speaker == "caller":
-            return f"{self.site}/{self.callee_ip}/{self.callee_port}"
+            ip, cport = self.callee_public or (self.callee_ip, self.callee_port)
+            return f"{self.site}/{ip}/{cport}"
         port = self.reinvite_port if after_reinvite else self.caller_port
         return f"{self.site}/{self.caller_ip}/{port}"
 
@@ -209,11 +213,12 @@ class Call:
             off = 0 if speaker == "caller" else 7_000
             for n in range(self.n_packets):
                 t = self.media0_us + off + n * PTIME_US
+                pub_ip, pub_port = self.callee_public or (self.callee_ip, self.callee_port)
                 if speaker == "caller":
-                    src, sport, dst, dport = self.caller_ip, self.caller_port, self.callee_ip, self.callee_port
+                    src, sport, dst, dport = self.caller_ip, self.caller_port, pub_ip, pub_port
                 else:
                     moved = switch_us is not None and t >= switch_us
-                    src, sport = self.callee_ip, self.callee_port
+                    src, sport = pub_ip, pub_port
                     dst, dport = self.caller_ip, (self.reinvite_port if moved else self.caller_port)
                 out.append((t, f"{self.site}/{dst}/{dport}", src, sport, dst, dport, self.ssrc[speaker],
                             (1000 + 7 * len(speaker) + n) & 0xFFFF, (160_000 + n * SPP) & 0xFFFFFFFF,

@@ -227,7 +227,9 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory,
+             request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    """A test module may set ``WORKER_ENV`` (dict): extra environment of its worker (SPANSCRIBE_*)."""
     import tempfile
 
     from confluent_kafka import Producer
@@ -245,6 +247,7 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                # a restarted worker must not wait the default 60 s for the killed member's session to lapse
                SPANSCRIBE_WORKER__SESSION_TIMEOUT_S="10")
+    env.update(getattr(request.module, "WORKER_ENV", {}))
     env.pop("SPANSCRIBE_CONFIG", None)
     stt = Proc("stt", [sys.executable, "-m", "spanscribe.stt.server", "--port", str(stt_port), "--engine", "echo",
                        "--max-sessions", "32"], work / "stt.log", env)

@@ -130,7 +130,7 @@ def _bad_records(p: Pipeline) -> dict[str, float]:
 def test_corrupt_records_go_to_the_dlq(pipeline: Pipeline) -> None:
     """A corrupt record on each input topic: dead-lettered with its headers, counted, and the worker
     goes on transcribing."""
-    inputs = ["sip", "rtp", "bindings", "transcripts", "call-events"]
+    inputs = ["sip", "rtp", "rtp-by-source", "bindings", "transcripts", "call-events"]
     before = _bad_records(pipeline)
     tag = uuid.uuid4().hex[:8]
     for name in inputs:

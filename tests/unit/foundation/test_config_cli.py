@@ -93,3 +93,32 @@ def test_pure_packages_import_no_io() -> None:
     mods = _imported_after(code)
     banned = {"faust", "mode", "aiokafka", "confluent_kafka", "websockets", "asyncio", "socket", "edge_capture"}
     assert not {m.split(".")[0] for m in mods} & banned
+
+
+def test_worker_nat_fallback_default_file_env_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spanscribe.cli import _settings
+
+    assert load(environ={})["worker"]["nat_fallback"] is True
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("worker:\n  nat_fallback: false\n")
+    assert load(str(cfg), environ={})["worker"]["nat_fallback"] is False
+    assert load(str(cfg), environ={"SPANSCRIBE_WORKER__NAT_FALLBACK": "true"})["worker"]["nat_fallback"] is True
+    with pytest.raises(ConfigError, match="worker.nat_fallback"):
+        load(environ={"SPANSCRIBE_WORKER__NAT_FALLBACK": "maybe"})
+    monkeypatch.delenv("SPANSCRIBE_CONFIG", raising=False)
+    monkeypatch.setenv("SPANSCRIBE_WORKER__NAT_FALLBACK", "true")
+    for argv, want in ((["worker"], True), (["worker", "--no-nat-fallback"], False),
+                       (["worker", "--nat-fallback"], True)):
+        assert _settings(build_parser().parse_args(argv))["worker"]["nat_fallback"] is want, argv
+    monkeypatch.setenv("SPANSCRIBE_WORKER__NAT_FALLBACK", "false")
+    assert _settings(build_parser().parse_args(["worker"]))["worker"]["nat_fallback"] is False
+    help_text = build_parser()._subparsers._group_actions[0].choices["worker"].format_help()  # type: ignore[union-attr]
+    assert "--no-nat-fallback" in help_text and "rtp-by-source" in help_text
+
+
+def test_topic_specs_have_rtp_by_source_co_partitioned() -> None:
+    from spanscribe.topics import topic_specs
+
+    specs = {s.name: s for s in topic_specs(load(environ={}, overrides={"partitions": 6}))}
+    assert specs["spanscribe.rtp-by-source"].partitions == specs["spanscribe.rtp"].partitions == 6
+    assert specs["spanscribe.rtp-by-source"].config["cleanup.policy"] == "delete"

@@ -415,6 +415,11 @@ def test_nat_fallback_joins_by_source_with_the_other_speaker() -> None:
     out = j.on_rtp_batch(batch([un[0].entry], T0 + 2_100_000), by_source=True)
     out += j.on_binding(binding("n1", key="s1/10.0.0.5/10000", speaker="caller", until=T0 + 3_000_000))
     out += j.expire(T0 + 4_000_000)
+    # the binding's own (empty) stream ends at close + grace; the by-source one lags by pending_s
+    assert [(e.speaker, e.stats["packets"]) for e in out if isinstance(e, StreamEnded)] == [("caller", 0)]
+    out += j.expire(T0 + 6_400_000)  # close + grace + pending_s + by_source_grace_ms = 6.5 s
+    assert not [o for o in out if isinstance(o, StreamEnded) and o.speaker == "callee"]
+    out += j.expire(T0 + 6_600_000)
     cs = chunks(out)
     assert {c.speaker for c in cs} == {"callee"}  # RTP FROM the callee side's tuple: the callee speaking
     assert cs[0].start_s == pytest.approx(0.1)
@@ -422,8 +427,8 @@ def test_nat_fallback_joins_by_source_with_the_other_speaker() -> None:
     np.testing.assert_array_equal(np.concatenate([c.pcm for c in cs]), expect)
     ended = [o for o in out if isinstance(o, StreamEnded)]
     assert [(e.speaker, e.stream_key, e.ts_us, e.stats["packets"]) for e in ended] == [
-        ("callee", "s1/10.0.0.5/10000", T0 + 3_000_000, 10),  # the by-source stream
-        ("caller", "s1/10.0.0.5/10000", T0 + 3_000_000, 0)]  # the binding's own (empty) stream
+        ("caller", "s1/10.0.0.5/10000", T0 + 3_000_000, 0),  # the binding's own (empty) stream
+        ("callee", "s1/10.0.0.5/10000", T0 + 3_000_000, 10)]  # the by-source stream
     assert j.counters["fallback_packets"] == 10 and j.counters["by_source_packets"] == 10
     assert j.counters["unmatched_packets"] == 0
     # without a binding for the source either: counted, not kept
@@ -432,6 +437,48 @@ def test_nat_fallback_joins_by_source_with_the_other_speaker() -> None:
     stray["stream_key"] = "s1/10.9.9.9/7"
     j.on_rtp_batch(batch([stray], T0 + 5_100_000), by_source=True)
     assert j.counters["unmatched_packets"] == 2 and j.pending_packets == 0
+
+
+def test_nat_fallback_tail_after_the_close_stays_one_stream() -> None:
+    """RTP joined by source arrives pending_s late: the last pending_s of a call comes after the binding
+    closed (and after close + grace on this joiner's clock). It must still join the same stream, and a
+    by-source miss is counted unmatched, never handed back again (no loop)."""
+    from streams.core.media import Unmatched
+    j = MediaJoiner(window_ms=40, pending_s=2.0, nat_fallback=True)
+    j.on_binding(binding("n2", key="s1/10.0.0.5/10000", speaker="caller"))
+    j.on_binding(binding("n2", key="s1/192.168.1.10/4000", speaker="callee"))
+    pays = tone_payloads(50, 4)
+    outs: list[Any] = []
+    unmatched: list[Any] = []
+    for k in range(10):  # 1 s of the PBX's RTP to the NAT's public address, 100 ms per record
+        ent = synth_entry("203.0.113.5", 31234, list(range(5 * k, 5 * k + 5)), [160 * i for i in range(5 * k, 5 * k + 5)],
+                          [T0 + 100_000 + 20_000 * i for i in range(5 * k, 5 * k + 5)], pays[5 * k:5 * k + 5],
+                          src=("10.0.0.5", 10000))
+        out = j.on_rtp_batch(batch([ent], T0 + 200_000 + 100_000 * k))
+        unmatched += [o for o in out if isinstance(o, Unmatched)]
+    j.on_binding(binding("n2", key="s1/10.0.0.5/10000", speaker="caller", until=T0 + 1_200_000))
+    # the worker's clock runs on (other RTP); the pending window hands the packets back in pieces,
+    # re-sent one record each, joined long after the close + grace
+    for t in range(1, 60):
+        out = j.expire(T0 + 1_200_000 + 100_000 * t)
+        unmatched += [o for o in out if isinstance(o, Unmatched)]
+        outs += [o for o in out if not isinstance(o, Unmatched)]
+        for u in [o for o in out if isinstance(o, Unmatched)]:
+            back = j.on_rtp_batch(batch([u.entry], T0 + 1_200_000 + 100_000 * t), by_source=True)
+            assert not any(isinstance(o, Unmatched) for o in back)
+            outs += back
+    assert sum(u.entry["count"] for u in unmatched) == 50
+    ended = [(e.speaker, e.stats["packets"]) for e in outs if isinstance(e, StreamEnded)]
+    assert sorted(ended) == [("callee", 50), ("caller", 0)]  # one by-source stream holding every packet
+    np.testing.assert_array_equal(audio([o for o in outs if isinstance(o, AudioChunk) and o.speaker == "callee"]),
+                                  resample(ULAW_TABLE[np.frombuffer(b"".join(pays), dtype=np.uint8)], 8000, 16000))
+    # a by-source entry that matches nothing: counted unmatched, not returned
+    before = j.counters["unmatched_packets"]
+    stray = dict(unmatched[0].entry, stream_key="s1/10.7.7.7/9")
+    back = j.on_rtp_batch(batch([stray], T0 + 9_000_000), by_source=True)
+    back += j.expire(T0 + 20_000_000)
+    assert not any(isinstance(o, Unmatched) for o in back)
+    assert j.counters["unmatched_packets"] == before + stray["count"]
 
 
 def test_stream_of_an_already_closed_binding_ends_at_the_close_not_by_idle() -> None:
