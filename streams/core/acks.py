@@ -113,6 +113,10 @@ class AckTracker:
         self._newest_us.pop(partition, None)
         return len(q) if q else 0
 
+    def partitions(self) -> list[int]:
+        """Partitions with records held."""
+        return sorted(p for p, q in self._held.items() if q)
+
     def held(self, partition: int | None = None) -> int:
         if partition is not None:
             return len(self._held.get(partition) or ())
