@@ -14,6 +14,9 @@ Agents (all records are Avro via :mod:`schemas.codec`; keys are raw UTF-8 bytes)
   by destination within ``worker.pending_s`` is re-keyed by its source tuple and sent to
   ``<p>.rtp-by-source`` (:func:`by_source_batches`), where the worker owning that partition joins it by
   source (``on_rtp_batch(rec, by_source=True)``; a miss there is counted unmatched, never re-sent).
+  RTP records are acknowledged (their offsets committed) only once the audio they gave STT is covered
+  by a final result (:class:`~streams.core.acks.AckTracker`): a killed worker's successor reads the
+  audio of unfinished utterances again, and the ``stt-checkpoints`` table skips what was finalised.
 * ``assembler`` on ``<p>.transcripts`` + ``<p>.call-events`` (both keyed ``site/Call-ID``):
   :class:`~streams.core.assembler.CallAssembler`; writes ``CallTranscript`` to ``<p>.calls``.
 
@@ -36,9 +39,10 @@ from schemas.codec import AvroCodec, DecodeError
 from spanscribe.config import topic as topic_name
 from spanscribe.metrics import BAD_RECORDS, REGISTRY, counter, gauge, histogram
 from spanscribe.partitioning import partition_for
+from streams.core.acks import AckTracker
 from streams.core.assembler import CallAssembler
 from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
-from streams.core.media import MediaJoiner, Unmatched
+from streams.core.media import AudioChunk, MediaJoiner, Unmatched
 from streams.speech import SpeechRouter
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,14 @@ CAPTURE_TO_STT = histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0))
 LAG_S = gauge("spanscribe_capture_to_process_seconds",
               "Wall time minus capture time of the last RTP batch handled (real-time lag).")
+HELD = gauge("spanscribe_rtp_held_records",
+             "RTP records handled but not acknowledged yet: their audio has no final STT result.")
+HELD_AGE = gauge("spanscribe_rtp_held_oldest_seconds",
+                 "Capture time between the oldest unacknowledged RTP record and its partition's newest one.")
+FORCED_ACKS = counter("spanscribe_rtp_forced_acks_total",
+                      "RTP records acknowledged before their audio had a final result (worker.ack_hold_s or "
+                      "worker.ack_hold_records reached: a silent speaker, a stalled STT server), by bound.",
+                      ("bound",))
 
 
 def faust_credentials(kafka: Mapping[str, str]) -> Any:
@@ -143,6 +155,27 @@ def by_source_batches(unmatched: Iterable[Unmatched], partitions: int, origin: M
     return out
 
 
+def keep_fetched_on_resume(app: faust.App) -> None:
+    """Make ``app.flow_control.resume()`` a no-op while flow is already active.
+
+    faust-streaming's ``Recovery.on_recovery_completed`` resumes the stream partitions, awaits the seek
+    to the committed offsets, then calls ``flow_control.resume()``, which empties every stream queue.
+    Flow was resumed already for the changelog recovery, so records fetched between the two (those
+    produced while no worker ran) sit in the queues, are dropped there, and their re-fetch is dropped
+    too (the consumer's read offset is past them): seen in the restart test as rtp offsets 44 -> 70
+    (cf. faust-streaming#216). Clearing the queues only matters when flow was suspended (a rebalance
+    revoked partitions), which this keeps.
+    """
+    fc = app.flow_control
+    resume = fc.resume
+
+    def _resume() -> None:
+        if not fc.is_active():
+            resume()
+
+    setattr(fc, "resume", _resume)  # noqa: B010 - patch this app's instance only
+
+
 def _store_url(choice: str) -> str:
     if choice in ("auto", "rocksdb"):
         try:
@@ -185,6 +218,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         broker_session_timeout=float(worker.get("session_timeout_s", 60.0)),
         broker_heartbeat_interval=min(3.0, float(worker.get("session_timeout_s", 60.0)) / 4),
     )
+    keep_fetched_on_resume(app)
 
     def t(name: str) -> Any:
         return app.topic(topic_name(settings, name), key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -297,17 +331,72 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             table.data[key] = value
             table.send_changelog(partition, key, value)
 
+    # RTP records are acknowledged once the audio they gave STT is covered (see streams.core.acks);
+    # a speaker's coverage is its STT checkpoint
+    hold_s = float(worker.get("ack_hold_s", 30.0))
+    acks = AckTracker(max_hold_us=int(hold_s * 1e6), max_records=int(worker.get("ack_hold_records", 4096)))
+    # a "done" checkpoint (session closed after its last final) outlives any record that could still be
+    # read again: every record older than ack_hold_s is acknowledged
+    done_ttl_us = int(max(3 * hold_s, 120.0) * 1e6)
+    forced_seen: dict[str, int] = {}
+
+    def release(partitions: Any = None) -> None:
+        for part in (list(partitions) if partitions is not None else acks.partitions()):
+            for ev in acks.release(part, media_now_us(part)):
+                ev.ack()
+        for bound, count in acks.forced.items():
+            if count > forced_seen.get(bound, 0):
+                FORCED_ACKS.labels(bound=bound).inc(count - forced_seen.get(bound, 0))
+                forced_seen[bound] = count
+        HELD.set(acks.held())
+        HELD_AGE.set(acks.oldest_age_us() / 1e6)
+
+    def claims(outs: list[Any]) -> list[tuple[Any, float]]:
+        return [((o.call_key, o.speaker), o.end_s) for o in outs if isinstance(o, AudioChunk)]
+
     def save_checkpoint(call_key: str, speaker: str, stream_key: str, end_s: float | None) -> None:
         table_put(stt_table, partition_for(stream_key.encode(), n), f"{call_key}|{speaker}", end_s)
+        if end_s is not None:
+            acks.cover((call_key, speaker), end_s)
+            release()
+
+    def mark_done(call_key: str, speaker: str, stream_key: str, end_s: float) -> None:
+        part = partition_for(stream_key.encode(), n)
+        table_put(stt_table, part, f"{call_key}|{speaker}",
+                  {"end_s": end_s, "done": True, "p": part, "until_us": media_now_us(part) + done_ttl_us})
+        acks.cover((call_key, speaker), end_s)
+        release()
+
+    def checkpoint(call_key: str, speaker: str) -> tuple[float, bool] | None:
+        v = stt_table.get(f"{call_key}|{speaker}")
+        if v is None:
+            return None
+        return (float(v["end_s"]), True) if isinstance(v, dict) else (float(v), False)
 
     def load_checkpoint(call_key: str, speaker: str) -> float | None:
-        v = stt_table.get(f"{call_key}|{speaker}")
-        return None if v is None else float(v)
+        cp = checkpoint(call_key, speaker)
+        if cp is None:
+            return None
+        acks.cover((call_key, speaker), cp[0])
+        return cp[0]
+
+    def was_done(call_key: str, speaker: str) -> bool:
+        cp = checkpoint(call_key, speaker)
+        return cp is not None and cp[1]
+
+    def expire_done() -> None:
+        """Forget "done" checkpoints whose lifetime (capture time of their partition) is over."""
+        for key, v in list(stt_table.data.items()):
+            if isinstance(v, dict) and v.get("done") and int(v["p"]) in joiners \
+                    and media_now_us(int(v["p"])) > int(v["until_us"]):
+                table_put(stt_table, int(v["p"]), key, None)
+                call_key, _, speaker = str(key).rpartition("|")
+                acks.forget((call_key, speaker))
 
     router = SpeechRouter(stt["urls"], int(stt["max_sessions"]), publish_segment, publish_event,
                           sample_rate=int(stt.get("sample_rate", 16000)), still_open=speaker_still_open,
                           save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
-                          protocol=str(stt.get("protocol", "vosk")))
+                          protocol=str(stt.get("protocol", "vosk")), mark_done=mark_done, was_done=was_done)
     router_lock = asyncio.Lock()  # the media agent, the signalling agent and the timer feed one router
 
     async def route(outs: list[Any], origin: Mapping[str, Any] | None = None, now_us: int = 0,
@@ -455,9 +544,12 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
 
     @app.agent(media_in, name="media")
     async def media(stream: Any) -> None:
-        async for event in stream.events():
+        # manual acks: a bindings record at once (it lives on in the table), an RTP record through the
+        # ack tracker, in offset order, once its audio is covered by final results
+        async for event in stream.noack().events():
             RECORDS.labels(agent="media").inc()
             state["media_busy"] = True
+            outs: list[Any] = []
             try:
                 rec = decode(event)
                 if rec is None:
@@ -469,6 +561,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                     saved = [b for b in saved if not (b["call_id"] == rec["call_id"] and b["version"] == rec["version"]
                                                       and b["speaker"] == rec["speaker"])] + [rec]
                     bindings_table[key] = saved[-16:]
+                    # pending RTP joined now: its records were acknowledged already unless still held
+                    acks.claim_latest(event.message.partition, claims(outs))
                     await route(outs)
                 else:
                     # rtp: keyed by destination. rtp-by-source: RTP no destination claimed, re-keyed by
@@ -499,6 +593,12 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             finally:
                 state["media_busy"] = False
                 state["media_idle"] = time.monotonic()
+                msg = event.message
+                if msg.topic == rtp_topic:  # every RTP record, even a bad one, keeps the offset order
+                    acks.hold(msg.partition, msg.offset, media_us.get(msg.partition, 0), event, claims(outs))
+                    release([msg.partition])
+                else:
+                    event.ack()
 
     @app.agent(assembler_in, name="assembler")
     async def assemble(stream: Any) -> None:
@@ -564,8 +664,12 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             for part, joiner in sorted(joiners.items()):
                 mnow = media_now_us(part)
                 if mnow:
-                    await route(joiner.expire(mnow), now_us=mnow)
+                    ended = joiner.expire(mnow)
+                    await route(ended, now_us=mnow)
+                    acks.claim_latest(part, claims(ended))  # a jitter gap released, a stream flushed
                     joiner.index.expire(mnow)
+            expire_done()
+            release()
             before = set(assembler.store.keys())
             for doc in assembler.expire(now):
                 CALLS_DONE.inc()
@@ -575,6 +679,12 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 table_put(assembly_table, partition_for(key.encode(), n), key, None)
         except Exception:
             log.exception("periodic expiry failed")
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        for tp in args[0] if args else kwargs.get("revoked", ()):  # never acknowledged here: the new owner reads them again
+            if tp.topic == rtp_topic:
+                acks.revoke(tp.partition)
 
     @app.task
     async def on_started() -> None:

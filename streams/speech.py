@@ -25,6 +25,9 @@ SegmentSink = Callable[[bytes, dict[str, Any]], None]     # (key b"site/Call-ID"
 CheckpointSink = Callable[[str, str, str, float | None], None]
 CheckpointSource = Callable[[str, str], float | None]  # (call_key, speaker) -> saved checkpoint
 CallEventSink = Callable[[bytes, dict[str, Any]], None]   # (key b"site/Call-ID", CallEvent)
+# (call_key, speaker, stream_key, call time in s of the end of all audio handled): the speaker's session
+# closed after its last final result, so everything before it is transcribed ("done" marker)
+DoneSink = Callable[[str, str, str, float], None]
 
 
 class SpeechRouter:
@@ -35,7 +38,8 @@ class SpeechRouter:
                  audio_tap: Callable[[AudioChunk], None] | None = None,
                  still_open: Callable[[str, str], bool] | None = None,
                  save_checkpoint: CheckpointSink | None = None,
-                 load_checkpoint: CheckpointSource | None = None, protocol: str = "vosk") -> None:
+                 load_checkpoint: CheckpointSource | None = None, protocol: str = "vosk",
+                 mark_done: DoneSink | None = None, was_done: Callable[[str, str], bool] | None = None) -> None:
         self.on_segment = on_segment
         self.on_call_event = on_call_event
         self.partials = partials
@@ -43,6 +47,14 @@ class SpeechRouter:
         self.still_open = still_open
         self.save_checkpoint = save_checkpoint
         self.load_checkpoint = load_checkpoint
+        # with mark_done, a closed session leaves a "done" checkpoint (end of all audio handled) instead
+        # of deleting it, so RTP read again after a restart is not transcribed twice; was_done tells a
+        # restarted worker that a speaker's stream_ended was published already
+        self.mark_done = mark_done
+        self.was_done = was_done
+        self._handled_end: dict[Hashable, float] = {}  # end (call time) of the audio sent or skipped
+        self._sent: set[Hashable] = set()  # speakers with audio sent to STT in this process
+        self._done_before: set[Hashable] = set()  # resumed from a "done" checkpoint
         self._stream_key: dict[Hashable, str] = {}
         self._resume_s: dict[Hashable, float] = {}  # audio before this call time was finalised already
         self._roles: dict[Hashable, tuple[str, str, str, str | None]] = {}
@@ -74,11 +86,14 @@ class SpeechRouter:
                     if cp is not None:
                         self._resume_s[key] = cp
                         RESUMED.inc()
+                        if self.was_done is not None and self.was_done(out.call_key, out.speaker):
+                            self._done_before.add(key)
                 self._roles[key] = (out.site, out.call_id, out.speaker, out.role)
                 self._stream_key[key] = out.stream_key
                 if self.audio_tap is not None:
                     self.audio_tap(out)
                 pcm, start_s = out.pcm, out.start_s
+                self._handled_end[key] = max(self._handled_end.get(key, out.end_s), out.end_s)
                 resume = self._resume_s.get(key)
                 if resume is not None:
                     if out.end_s <= resume:
@@ -89,6 +104,7 @@ class SpeechRouter:
                     else:
                         del self._resume_s[key]
                 if pcm.shape[0]:
+                    self._sent.add(key)
                     await self.pool.send(key, pcm, start_s, behind_s)
             elif isinstance(out, StreamEnded):
                 task = asyncio.create_task(self._end_stream(out))
@@ -106,12 +122,23 @@ class SpeechRouter:
             self.on_call_event(ended.call_key.encode(), ev)
             return
         await self.pool.close(key)
-        if self.save_checkpoint is not None and key in self._stream_key:
-            self.save_checkpoint(ended.call_key, ended.speaker, self._stream_key.pop(key), None)
-        self._resume_s.pop(key, None)
+        # a restarted worker re-read a stream whose session the previous worker had closed, and sent
+        # nothing new: that worker published its stream_ended already (with the whole stream's stats)
+        repeat = key in self._done_before and key not in self._sent
+        stream_key = self._stream_key.pop(key, None)
+        handled = self._handled_end.pop(key, None)
+        resume = self._resume_s.pop(key, None)
+        self._sent.discard(key)
+        self._done_before.discard(key)
         if key in self.pool.failed:
             ev["note"] = f"STT failed for {ended.speaker}: {self.pool.failed.pop(key)}"
-        self.on_call_event(ended.call_key.encode(), ev)
+        if not repeat:
+            self.on_call_event(ended.call_key.encode(), ev)
+        if stream_key is not None:  # after the event: a kill in between repeats it rather than loses it
+            if self.mark_done is not None and handled is not None:
+                self.mark_done(ended.call_key, ended.speaker, stream_key, max(handled, resume or handled))
+            elif self.save_checkpoint is not None:
+                self.save_checkpoint(ended.call_key, ended.speaker, stream_key, None)
         self._roles.pop(key, None)
 
     async def drain(self) -> None:
