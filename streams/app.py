@@ -352,7 +352,14 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         HELD_AGE.set(acks.oldest_age_us() / 1e6)
 
     def claims(outs: list[Any]) -> list[tuple[Any, float]]:
-        return [((o.call_key, o.speaker), o.end_s) for o in outs if isinstance(o, AudioChunk)]
+        """(speaker, end of its audio in these outputs): one claim per speaker, the latest end."""
+        ends: dict[Any, float] = {}
+        for o in outs:
+            if type(o) is AudioChunk:
+                key, end = (o.call_key, o.speaker), o.start_s + o.pcm.shape[0] / o.sample_rate
+                if end > ends.get(key, -1.0):
+                    ends[key] = end
+        return list(ends.items())
 
     def save_checkpoint(call_key: str, speaker: str, stream_key: str, end_s: float | None) -> None:
         table_put(stt_table, partition_for(stream_key.encode(), n), f"{call_key}|{speaker}", end_s)

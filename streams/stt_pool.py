@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 SESSIONS = gauge("spanscribe_stt_sessions_active", "Open STT sessions.")
 SESSIONS_OPENED = counter("spanscribe_stt_sessions_opened_total", "STT sessions opened.")
 RECONNECTS = counter("spanscribe_stt_reconnects_total", "STT connections lost and re-opened.", ("reason",))
+UNRESENDABLE_S = counter("spanscribe_stt_resend_dropped_seconds_total",
+                         "Audio seconds dropped from a session's resend buffer: no final result within "
+                         "max_resend_s (a silent or slow speaker); a lost connection cannot resend them.")
 RESENT_S = counter("spanscribe_stt_resent_audio_seconds_total", "Audio seconds sent again after a lost session.")
 BACKLOG_S = gauge("spanscribe_stt_backlog_seconds", "Audio seconds queued for STT but not yet sent.")
 # the backlog is summed over the live pools when scraped: a gauge inc/dec per 100 ms chunk (a lock each)
@@ -114,7 +117,8 @@ class SttPool:
                  sample_rate: int = 16000, queue_chunks: int = 200, connect_timeout_s: float = 10.0,
                  max_backoff_s: float = 10.0, max_retries: int = 8, eof_timeout_s: float = 120.0,
                  protocol: str = "vosk", eof_idle_s: float = 3.0, max_message_s: float = 2.0,
-                 behind_s: float = 5.0, coalesce_s: float = 1.0, coalesce_wait_s: float = 0.5) -> None:
+                 behind_s: float = 5.0, coalesce_s: float = 1.0, coalesce_wait_s: float = 0.5,
+                 max_resend_s: float = 30.0) -> None:
         if not urls:
             raise ValueError("SttPool needs at least one server URL")
         if protocol not in ("vosk", "whisperlive"):
@@ -132,6 +136,11 @@ class SttPool:
         # (waking the session's writer at most every coalesce_wait_s of wall time); fresher audio is sent
         # as it comes
         self.behind_s = behind_s
+        # audio kept for a resend after a lost connection spans at most this much call time: a speaker
+        # who never gets a final result (silence, a null engine) would otherwise keep a whole call of
+        # audio in memory (measured: 640 MB for 1000 speakers x 20 s with the null STT server); 30 s =
+        # ~1 MB per speaker at 16 kHz, and the worker's ack hold (worker.ack_hold_s) is 30 s too
+        self.max_resend_s = max_resend_s
         self.coalesce_s = coalesce_s
         self.coalesce_wait_s = coalesce_wait_s
         self._dirty: set[_Session] = set()
@@ -302,6 +311,8 @@ class SttPool:
                 if len(s.pending) < self.queue_chunks:
                     s.room.set()
                 s.retained.append(item)
+                while len(s.retained) > 1 and s.retained[-1].end_s - s.retained[0].start_s > self.max_resend_s:
+                    UNRESENDABLE_S.inc(s.retained.popleft().pcm.shape[0] / self.sample_rate)
                 secs = item.pcm.shape[0] / self.sample_rate
                 s.queued_s -= secs
                 self.backlog_s -= secs

@@ -72,8 +72,9 @@ async def _vosk(ws: Any, log: dict[str, Any]) -> None:
             await ws.send(json.dumps({"partial": ""}))
             if log.get("drop_after") and received >= log["drop_after"]:
                 log["drop_after"] = 0
-                await ws.send(json.dumps({"text": "one", "result": [
-                    {"word": "one", "start": 0.5, "end": 1.0, "conf": 1.0}]}))
+                if not log.get("no_final_on_drop"):
+                    await ws.send(json.dumps({"text": "one", "result": [
+                        {"word": "one", "start": 0.5, "end": 1.0, "conf": 1.0}]}))
                 await ws.close()
                 return
             continue
@@ -142,3 +143,28 @@ def test_fresh_audio_goes_out_at_once_and_a_backlog_in_larger_messages() -> None
     asyncio.run(_run_pool(backlog, sends, yield_between=True, behind_s=3600.0))
     msgs = backlog["connections"][0]
     assert sum(msgs) == 25 * 1600 and len(msgs) <= 5, msgs  # about 1 s per message, the rest at eof
+
+
+def test_the_resend_buffer_is_bounded_when_no_final_comes() -> None:
+    # a speaker that never gets a final result: after a lost connection only the last max_resend_s
+    # (here 1 s) is sent again, and what was dropped is counted
+    from streams.stt_pool import UNRESENDABLE_S
+
+    before = UNRESENDABLE_S._value.get()
+    log: dict[str, Any] = {"at": [0.2], "drop_after": 3 * RATE, "no_final_on_drop": True}
+
+    async def main() -> None:
+        async with serve(lambda ws: _vosk(ws, log), "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            pool = SttPool([f"ws://127.0.0.1:{port}"], lambda k, r: None, max_backoff_s=0.1, max_resend_s=1.0)
+            for i in range(40):
+                await pool.send("k", chunk(i / 10).pcm, i / 10)
+                await asyncio.sleep(0.01)
+            await pool.close("k")
+
+    asyncio.run(main())
+    first, second = log["connections"][0], log["connections"][1]
+    assert sum(first) >= 3 * RATE
+    # resent: at most 1 s (+ one chunk) of what the first connection had, then the rest
+    assert sum(second) <= (1.1 * RATE) + (4 * RATE - sum(first))
+    assert UNRESENDABLE_S._value.get() - before >= 1.9
