@@ -34,3 +34,8 @@ def test_rocksdb_sigkill_and_restart(pipeline: Pipeline) -> None:
     restarted = pipeline.worker.log().rsplit("===== start ", 1)[-1]
     assert "is locked" not in restarted and "Traceback" not in restarted, restarted[-4000:]
     assert "table store rocksdb" in restarted
+    proc = pipeline.worker.proc
+    assert proc is not None
+    status = Path(f"/proc/{proc.pid}/status")
+    if status.exists():  # Linux
+        print("restarted worker (RocksDB):", *[ln for ln in status.read_text().splitlines() if ln.startswith("VmRSS")])
