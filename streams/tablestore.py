@@ -76,7 +76,7 @@ try:
 except ImportError:  # pragma: no cover - faust is an extra (centre)
     pass
 else:
-    class RocksStore(_FaustRocksStore):  # type: ignore[misc]
+    class RocksStore(_FaustRocksStore):
         """Faust's RocksDB store, reading keys in any partition and writing to an explicit one."""
 
         def _get(self, key: bytes) -> bytes | None:
