@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="table state directory (default <cache>/worker)")
     p.add_argument("--app-id", default="spanscribe", help="Faust application id / consumer group (default spanscribe)")
     p.add_argument("--partitions", type=int, help="partitions of the rtp/bindings topics (default 4)")
-    p.add_argument("--store", choices=["auto", "rocksdb", "memory"], help="table store (auto: rocksdb if installed)")
+    p.add_argument("--store", choices=["auto", "rocksdb", "memory"],
+                   help="table store (worker.store, SPANSCRIBE_WORKER__STORE): rocksdb keeps the tables under "
+                        "--data-dir and reads only newer changelog records at a restart; memory rebuilds every table "
+                        "from its changelog; auto (default) is rocksdb when the rocksdict package is "
+                        "installed (extra 'centre' on Linux x86_64/aarch64, macOS arm64, Windows x86_64), "
+                        "else memory. The worker logs the one it uses")
     p.add_argument("--nat-fallback", action=argparse.BooleanOptionalAction, default=None,
                    help="RTP that no SDP destination claims within worker.pending_s is re-keyed by its source "
                         "tuple (topic PREFIX.rtp-by-source) and joined there as the other speaker (symmetric "

@@ -44,6 +44,8 @@ from streams.core.assembler import CallAssembler
 from streams.core.dialog import BindingOut, CallEventOut, DialogConfig, DialogTracker, SpeakerMap
 from streams.core.media import AudioChunk, MediaJoiner, Unmatched
 from streams.speech import SpeechRouter
+from streams.tablestore import put as store_put
+from streams.tablestore import resolve as store_choice
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +179,7 @@ def keep_fetched_on_resume(app: faust.App) -> None:
 
 
 def _store_url(choice: str) -> str:
-    if choice in ("auto", "rocksdb"):
-        try:
-            import rocksdict  # noqa: F401
-
-            return "rocksdb://"
-        except ImportError:
-            if choice == "rocksdb":
-                raise RuntimeError("store rocksdb requested but rocksdict is not installed "
-                                   "(pip install 'faust-streaming[rocksdict]')") from None
-    return "memory://"
+    return store_choice(choice)[0]
 
 
 def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir: str | None = None,
@@ -328,7 +321,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             del table.data[key]
             table.send_changelog(partition, key, None, value_serializer="raw")
         else:
-            table.data[key] = value
+            store_put(table, partition, key, value)  # RocksDB: into that partition's database
             table.send_changelog(partition, key, value)
 
     # RTP records are acknowledged once the audio they gave STT is covered (see streams.core.acks);

@@ -15,15 +15,18 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from streams.app import build_app
+    from streams.tablestore import resolve
 
     settings = args.settings
     worker = settings.get("worker") or {}
     data_dir = worker.get("data_dir") or str(cache_dir() / "worker" / args.app_id)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     app = build_app(settings, app_id=args.app_id, data_dir=data_dir, web_port=int(worker.get("web_port", 6066)))
-    log.info("worker %s: bootstrap %s, prefix %s, %d partitions, STT %s (max %d sessions), state in %s",
+    log.info("worker %s: bootstrap %s, prefix %s, %d partitions, STT %s (max %d sessions)",
              args.app_id, settings["bootstrap_servers"], settings["topic_prefix"], settings["partitions"],
-             ",".join(settings["stt"]["urls"]), settings["stt"]["max_sessions"], data_dir)
+             ",".join(settings["stt"]["urls"]), settings["stt"]["max_sessions"])
+    log.info("worker %s: table store %s, state in %s", args.app_id,
+             resolve(str(worker.get("store") or "auto"))[1], data_dir)
     level = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}[args.log_level]
     w = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
     # Faust's start-up spinner (made when the level is warn or above) sets the ROOT logger to DEBUG for

@@ -1,6 +1,9 @@
 """Real parts for the worker tests: the session's KRaft broker, a reference STT server subprocess (echo
-engine) on a fixed port that a test may kill and restart, and a ``spanscribe worker`` subprocess (Faust,
-memory store) that a test may SIGKILL and restart under the same application id.
+engine) on a fixed port that a test may kill and restart, and a ``spanscribe worker`` subprocess (Faust)
+that a test may SIGKILL and restart under the same application id and data directory.
+
+The worker's table store is ``memory`` unless the environment says ``SPANSCRIBE_TEST_STORE=rocksdb``
+(or ``auto``); a test module may pin it with ``WORKER_STORE``.
 
 One set per test module (each test uses fresh Call-IDs). Records are produced with confluent-kafka the
 way the edge produces them (SIP keyed ``site/Call-ID`` with the murmur2 partitioner, RTP batches to an
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # callgen (no __init__
 from callgen import Call, rtp_batches  # noqa: E402
 
 PARTITIONS = 4
+STORE = os.environ.get("SPANSCRIBE_TEST_STORE", "memory")
 
 
 def _free_port() -> int:
@@ -229,7 +233,8 @@ class Pipeline:
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory,
              request: pytest.FixtureRequest) -> Iterator[Pipeline]:
-    """A test module may set ``WORKER_ENV`` (dict): extra environment of its worker (SPANSCRIBE_*)."""
+    """A test module may set ``WORKER_ENV`` (dict): extra environment of its worker (SPANSCRIBE_*), and
+    ``WORKER_STORE`` (str): its table store (else ``SPANSCRIBE_TEST_STORE``, else memory)."""
     import tempfile
 
     from confluent_kafka import Producer
@@ -249,12 +254,13 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory,
                SPANSCRIBE_WORKER__SESSION_TIMEOUT_S="10")
     env.update(getattr(request.module, "WORKER_ENV", {}))
     env.pop("SPANSCRIBE_CONFIG", None)
+    store = str(getattr(request.module, "WORKER_STORE", STORE))
     stt = Proc("stt", [sys.executable, "-m", "spanscribe.stt.server", "--port", str(stt_port), "--engine", "echo",
                        "--max-sessions", "32"], work / "stt.log", env)
     worker = Proc("worker", [sys.executable, "-m", "spanscribe", "worker", "--bootstrap-servers", kafka_bootstrap,
                              "--topic-prefix", settings["topic_prefix"], "--partitions", str(PARTITIONS),
                              "--app-id", f"wit-{run}", "--web-port", str(web_port),
-                             "--stt-url", f"ws://127.0.0.1:{stt_port}", "--store", "memory",
+                             "--stt-url", f"ws://127.0.0.1:{stt_port}", "--store", store,
                              "--data-dir", str(work / "data")], work / "worker.log", env)
     p = Pipeline(settings, stt, worker, stt_port, web_port)
     p.producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",

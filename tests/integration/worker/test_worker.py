@@ -189,15 +189,21 @@ def test_stt_server_restart_loses_no_words(pipeline: Pipeline) -> None:
 
 
 def test_worker_sigkill_and_restart(pipeline: Pipeline) -> None:
-    """The worker is SIGKILLed in the middle of a turn and started again (same application id, memory
-    store: the tables come back from their changelogs). No final segment is duplicated (unless as a
-    byte-identical re-delivery, which the deterministic segment_id lets a consumer drop) and the
-    CallTranscript arrives with every turn: those before the kill, the one in progress at the kill (its
-    RTP was read and, before the commit-behind-STT design, committed), and those after the restart."""
+    """The worker is SIGKILLed in the middle of a turn and started again (same application id and data
+    directory; the memory store unless SPANSCRIBE_TEST_STORE says otherwise: the tables come back from
+    their changelogs). No final segment is duplicated (unless as a byte-identical re-delivery, which the
+    deterministic segment_id lets a consumer drop) and the CallTranscript arrives with every turn: those
+    before the kill, the one in progress at the kill (its RTP was read and, before the commit-behind-STT
+    design, committed), and those after the restart. test_store.py runs it on RocksDB."""
+    sigkill_and_restart(pipeline, "worker-kill")
+
+
+def sigkill_and_restart(pipeline: Pipeline, tag: str) -> float:
+    """test_worker_sigkill_and_restart's call, kill and restart; returns the restart-to-ready seconds."""
     import signal
     import time
 
-    call = Call(cid("worker-kill"), turns=six_turns(), media_s=12.0)
+    call = Call(cid(tag), turns=six_turns(), media_s=12.0)
     # up to 4.4 s: the first two turns are complete (the caller's ends at 3.5 s + the 0.7 s endpointer)
     # and the callee's second one (4.5 s) has not begun
     pipeline.send_call(call, to_s=4.4)
@@ -223,7 +229,7 @@ def test_worker_sigkill_and_restart(pipeline: Pipeline) -> None:
     pipeline.worker.kill(signal.SIGKILL)
     pipeline.send_call(call, from_s=7.0, to_s=7.3)  # produced while no worker runs
     took = pipeline.start_worker(timeout_s=150)
-    print(f"worker ready again after {took:.1f}s")
+    print(f"worker ready again after {took:.1f}s ({restart_phases(pipeline.worker.log())})")
     pipeline.send_call(call, from_s=7.3)
     t0 = time.monotonic()
     doc = pipeline.wait_call(call.call_id, timeout_s=120)
@@ -248,6 +254,26 @@ def test_worker_sigkill_and_restart(pipeline: Pipeline) -> None:
     assert_turns(doc, call)
     got = streams_by_key(doc)
     assert set(got) == set(call.packet_counts())
+    return took
+
+
+def restart_phases(log: str) -> str:
+    """Where the latest start's time went (from the worker log): waiting to join the group (the killed
+    member's session must lapse first) and from the join to ready (table recovery)."""
+    import re
+    from datetime import datetime
+
+    last = log.rsplit("===== start ", 1)[-1]
+
+    def at(marker: str) -> datetime | None:
+        m = re.search(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]?.*" + re.escape(marker), last, re.M)
+        return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f") if m else None
+
+    start, joined, ready = at("table store"), at("Joined group"), at("Worker ready")
+    if not (start and joined and ready):
+        return "phases not found in the log"
+    return (f"start to group joined {(joined - start).total_seconds():.2f}s, "
+            f"joined to ready {(ready - joined).total_seconds():.2f}s")
 
 
 def _committed(p: Pipeline) -> dict[str, int]:
