@@ -250,7 +250,7 @@ def sigkill_and_restart(pipeline: Pipeline, tag: str) -> float:
     assert resumed and float(resumed[0].split()[1]) >= 2, resumed  # both speakers resumed from checkpoints
     # every turn once, the caller's at 6.5-7.5 s (in progress at the kill) too: its RTP records were
     # held unacknowledged (no final result yet), so the new worker reads them again; records fetched
-    # before the seek to the committed offsets are kept (streams.app.keep_fetched_on_resume)
+    # before the seek to the committed offsets are kept (streams.faust_setup.keep_fetched_on_resume)
     assert_turns(doc, call)
     got = streams_by_key(doc)
     assert set(got) == set(call.packet_counts())
