@@ -81,8 +81,10 @@ def sip_record(i: int, kind: str, ts_us: int, seq: int) -> dict:
 class Gen:
     """Yields (topic kind, partition or None, key, record) for N calls of D seconds starting at t0."""
 
-    def __init__(self, n: int, seconds: float, partitions: int, t0_us: int) -> None:
+    def __init__(self, n: int, seconds: float, partitions: int, t0_us: int, flush_ms: int = 100) -> None:
         self.n, self.seconds, self.partitions, self.t0 = n, seconds, partitions, t0_us
+        self.flush_us = flush_ms * 1000
+        self.per = max(1, flush_ms // 20)  # 20 ms packets per stream per interval
         rng = np.random.default_rng(7)
         self.payload = [rng.integers(0, 256, 160, dtype=np.uint8).tobytes() for _ in range(8)]
         self.streams = []  # (stream_key, src_ip, src_port, dst_ip, dst_port, ssrc, partition)
@@ -91,7 +93,7 @@ class Gen:
             for (sip_, sport, dip, dport, ssrc) in ((cip, cport, eip, eport, 2 * i + 1), (eip, eport, cip, cport, 2 * i + 2)):
                 key = f"{SITE}/{dip}/{dport}"
                 self.streams.append((key, sip_, sport, dip, dport, ssrc, partition_for(key.encode(), partitions)))
-        self.intervals = int(seconds * 10)
+        self.intervals = int(seconds * 1e6 // self.flush_us)
         self.batch_seq = [0] * partitions
 
     def sip_start(self) -> list[tuple[bytes, dict]]:
@@ -109,16 +111,17 @@ class Gen:
         return out
 
     def rtp_interval(self, k: int, base_us: int) -> list[tuple[int, bytes, dict]]:
-        """RtpBatch records of interval k (5 packets of 20 ms per stream), one per partition."""
+        """RtpBatch records of interval k (flush_ms / 20 packets of 20 ms per stream), one per partition."""
         per_part: dict[int, list[dict]] = {}
-        seq = [(k * 5 + j) & 0xFFFF for j in range(5)]
-        ts = [(k * 5 + j) * 160 for j in range(5)]
-        cap = [base_us + (k * 5 + j) * 20_000 for j in range(5)]
-        pls = [self.payload[(k + j) % 8] for j in range(5)]
+        m = self.per
+        seq = [(k * m + j) & 0xFFFF for j in range(m)]
+        ts = [(k * m + j) * 160 for j in range(m)]
+        cap = [base_us + (k * m + j) * 20_000 for j in range(m)]
+        pls = [self.payload[(k + j) % 8] for j in range(m)]
         for (key, sip_, sport, dip, dport, ssrc, part) in self.streams:
             per_part.setdefault(part, []).append(pack_stream(
                 stream_key=key, src_ip=sip_, src_port=sport, dst_ip=dip, dst_port=dport, ssrc=ssrc, seq=seq,
-                rtp_ts=ts, capture_us=cap, payload_type=[0] * 5, marker=[k == 0 and j == 0 for j in range(5)],
+                rtp_ts=ts, capture_us=cap, payload_type=[0] * m, marker=[k == 0 and j == 0 for j in range(m)],
                 payloads=pls))
         out = []
         for part, entries in sorted(per_part.items()):
@@ -252,7 +255,7 @@ def realtime(args: argparse.Namespace, bootstrap: str, settings: dict, prefix: s
         except OSError:
             time.sleep(0.5)
     t0_us = int(time.time() * 1e6)
-    gen = Gen(args.calls, args.seconds, args.partitions, t0_us=t0_us)
+    gen = Gen(args.calls, args.seconds, args.partitions, t0_us=t0_us, flush_ms=args.flush_ms)
     prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4",
                      "partitioner": "murmur2_random", "message.max.bytes": 8 << 20})
     sip_codec, rtp_codec = AvroCodec("SipMessage"), AvroCodec("RtpBatch")
@@ -265,7 +268,7 @@ def realtime(args: argparse.Namespace, bootstrap: str, settings: dict, prefix: s
     cpu0 = cpu_s(worker.pid)
     stt_cpu0 = cpu_s(procs[0].pid)
     for k in range(gen.intervals):
-        due = (base + (k + 1) * 100_000) / 1e6  # the interval's flush time
+        due = (base + (k + 1) * gen.flush_us) / 1e6  # the interval's flush time
         wait = due - time.time()
         if wait > 0:
             time.sleep(wait)
@@ -274,7 +277,7 @@ def realtime(args: argparse.Namespace, bootstrap: str, settings: dict, prefix: s
         for part, key, rec in gen.rtp_interval(k, base):
             prod.produce(topic(settings, "rtp"), key=key, value=rtp_codec.encode(rec), partition=part)
         prod.poll(0)
-        if k == 30:  # 3 s in: the STT sessions are open; the rest is the steady state
+        if k == int(3e6 // gen.flush_us):  # 3 s in: the STT sessions are open; the rest is the steady state
             warm = histogram_buckets(web, "spanscribe_capture_to_stt_seconds")
     prod.flush(30)
     time.sleep(2.0)
@@ -286,7 +289,7 @@ def realtime(args: argparse.Namespace, bootstrap: str, settings: dict, prefix: s
     print(f"real time: {args.calls} calls ({2 * args.calls} streams) for {args.seconds:.0f} s, "
           f"{late} of {gen.intervals} intervals produced late")
     print(f"  worker CPU {used / args.seconds * 100:.0f}% of one core; capture-to-STT-send over {n} batches: "
-          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (+ up to 100 ms for a batch's oldest packet)")
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (+ up to {args.flush_ms} ms for a batch's oldest packet)")
     print(f"  after the first 3 s (sessions open): {sn} batches, p50 {s50 * 1000:.0f} ms, p99 {s99 * 1000:.0f} ms")
     waits = metric(web, "spanscribe_stt_backpressure_waits_total")
     sip_waits = metric(web, "spanscribe_rtp_signalling_waits_total", '{outcome="caught_up"}')
@@ -304,6 +307,8 @@ def main() -> int:
     ap.add_argument("--realtime", action="store_true",
                     help="start the worker first, then produce the calls paced at real time (capture time = "
                          "wall time) and report capture-to-STT-send latency percentiles")
+    ap.add_argument("--flush-ms", type=int, default=100,
+                    help="the edge's flush interval the records are made with (default 100, the edge's default)")
     ap.add_argument("--stt-rate", type=int, default=16000,
                     help="sample rate sent to STT (16000 default; 8000 sends G.711's own rate: no resampling)")
     ap.add_argument("--profile", metavar="FILE",
@@ -324,7 +329,7 @@ def main() -> int:
         create_topics(settings)
         if args.realtime:
             return realtime(args, bootstrap, settings, prefix, tmp, procs)
-        gen = Gen(args.calls, args.seconds, args.partitions, t0_us=1_700_000_000_000_000)
+        gen = Gen(args.calls, args.seconds, args.partitions, t0_us=1_700_000_000_000_000, flush_ms=args.flush_ms)
         prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
                          "partitioner": "murmur2_random", "queue.buffering.max.kbytes": 1 << 20,
                          "message.max.bytes": 8 << 20})
@@ -347,7 +352,7 @@ def main() -> int:
         for key, rec in gen.sip_end(base + int(args.seconds * 1e6) + 100_000):
             prod.produce(topic(settings, "sip"), key=key, value=sip_codec.encode(rec))
         prod.flush(120)
-        packets = 2 * args.calls * gen.intervals * 5
+        packets = 2 * args.calls * gen.intervals * gen.per
         print(f"pre-loaded {args.calls} calls x {args.seconds:.0f} s: {n_rtp} RtpBatch records, "
               f"{2 * args.calls * gen.intervals} stream batches, {packets} packets in {time.perf_counter() - t:.1f}s")
 
