@@ -631,7 +631,11 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         ok = bool(state["ready"]) and not app.rebalancing
-        return web.json({"ready": ok}, status=200 if ok else 503)
+        try:  # which partitions this worker holds (co-partitioned: the same numbers on every topic)
+            parts = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == rtp_topic)
+        except Exception:  # noqa: BLE001 - no consumer yet
+            parts = []
+        return web.json({"ready": ok, "partitions": parts}, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

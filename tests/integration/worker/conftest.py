@@ -150,12 +150,20 @@ class Pipeline:
     def send_call(self, call: Call, from_s: float | None = None, to_s: float | None = None) -> None:
         """The call's records in capture order (SIP and RTP interleaved by time); with ``from_s`` /
         ``to_s`` only those with capture time in [media start + from_s, media start + to_s)."""
-        sip = call.sip()
-        batches = rtp_batches(call.packets(), PARTITIONS, site=call.site)
-        items = [(ts, 0, ("sip", r)) for ts, r in sip] + [(b[0], 1, ("rtp", b)) for b in batches]
+        self.send_calls([call], from_s, to_s)
+
+    def send_calls(self, calls: list[Call], from_s: float | None = None, to_s: float | None = None) -> None:
+        """Several calls' records merged in capture order (concurrent calls); ``from_s``/``to_s`` are
+        relative to the first call's media start."""
+        items: list[tuple[int, int, tuple[str, Any]]] = []
+        for call in calls:
+            items += [(ts, 0, ("sip", r)) for ts, r in call.sip()]
+        # one edge: the calls' packets bundled together, one RtpBatch per partition per flush
+        packets = sorted((p for call in calls for p in call.packets()), key=lambda p: p[0])
+        items += [(b[0], 1, ("rtp", b)) for b in rtp_batches(packets, PARTITIONS, site=calls[0].site)]
         items.sort(key=lambda x: (x[0], x[1]))
-        lo = -1 if from_s is None else call.media0_us + int(from_s * 1e6)
-        hi = 1 << 62 if to_s is None else call.media0_us + int(to_s * 1e6)
+        lo = -1 if from_s is None else calls[0].media0_us + int(from_s * 1e6)
+        hi = 1 << 62 if to_s is None else calls[0].media0_us + int(to_s * 1e6)
         for ts, _, (kind, obj) in items:
             if not lo <= ts < hi:
                 continue
