@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "speakers": {"agent_networks": [], "agent_extensions": [], "caller_role": None},
     "worker": {"web_port": 6066, "data_dir": None, "store": "auto", "pending_s": 120.0, "pending_mb": 64, "idle_s": 30.0,
                "fetch_max_wait_ms": 100, "producer_linger_ms": 5, "nat_fallback": True, "ack_hold_s": 30.0,
-               "ack_hold_records": 4096},
+               "ack_hold_wall_s": 10.0, "ack_hold_records": 4096},
 }
 
 # Top-level keys whose type we check and convert from env strings.

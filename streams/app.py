@@ -261,7 +261,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     # RTP records are acknowledged once the audio they gave STT is covered (see streams.core.acks);
     # a speaker's coverage is its STT checkpoint
     hold_s = float(worker.get("ack_hold_s", 30.0))
-    acks = AckTracker(max_hold_us=int(hold_s * 1e6), max_records=int(worker.get("ack_hold_records", 4096)))
+    acks = AckTracker(max_hold_us=int(hold_s * 1e6), max_records=int(worker.get("ack_hold_records", 4096)),
+                      max_hold_wall_s=float(worker.get("ack_hold_wall_s", 10.0)))
     # a "done" checkpoint (session closed after its last final) outlives any record that could still be
     # read again: every record older than ack_hold_s is acknowledged
     done_ttl_us = int(max(3 * hold_s, 120.0) * 1e6)
@@ -269,7 +270,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
 
     def release(partitions: Any = None) -> None:
         for part in (list(partitions) if partitions is not None else acks.partitions()):
-            for ev in acks.release(part, media_now_us(part)):
+            for ev in acks.release(part, media_now_us(part), time.monotonic()):
                 ev.ack()
         for bound, count in acks.forced.items():
             if count > forced_seen.get(bound, 0):
@@ -529,7 +530,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 state["media_idle"] = time.monotonic()
                 msg = event.message
                 if msg.topic == rtp_topic:  # every RTP record, even a bad one, keeps the offset order
-                    acks.hold(msg.partition, msg.offset, media_us.get(msg.partition, 0), event, claims(outs))
+                    acks.hold(msg.partition, msg.offset, media_us.get(msg.partition, 0), event, claims(outs),
+                              time.monotonic())
                     release([msg.partition])
                 else:
                     event.ack()

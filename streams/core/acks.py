@@ -7,8 +7,11 @@ once its session closed with its last final. A record is released (acknowledged)
 covered prefix of its partition, in offset order, so the consumer commits exactly the released records
 and a restarted worker re-reads from the oldest uncovered one (the STT checkpoints skip what was
 finalised). Two bounds keep a silent speaker or a dead STT server from holding commits forever: a
-record older than ``max_hold_us`` of capture time (behind its partition's newest record) or beyond
-``max_records`` held in its partition is released anyway and counted in ``forced``.
+record older than ``max_hold_us`` of capture time (behind its partition's newest record) AND held for
+``max_hold_wall_s`` of wall time, or beyond ``max_records`` held in its partition, is released anyway
+and counted in ``forced``. Both clocks, because in a backlog (a restarted worker catching up) capture
+time runs hundreds of times faster than the STT server answers: by capture time alone every record
+would be released before its final result came back.
 
 Pure: capture time is passed in; tokens are opaque (the Faust event to acknowledge).
 """
@@ -29,6 +32,7 @@ class _Held:
     capture_us: int
     token: Any
     claims: dict[Hashable, float] = field(default_factory=dict)
+    wall_s: float = 0.0
 
 
 @dataclass
@@ -37,6 +41,7 @@ class AckTracker:
 
     max_hold_us: int = 30_000_000
     max_records: int = 4096
+    max_hold_wall_s: float = 0.0  # 0: the capture-time bound alone
     covered: dict[Hashable, float] = field(default_factory=dict)
     forced: dict[str, int] = field(default_factory=lambda: {"age": 0, "count": 0})
     _held: dict[int, deque[_Held]] = field(default_factory=dict)
@@ -58,10 +63,12 @@ class AckTracker:
                 out[key] = end_s
         return out
 
-    def hold(self, partition: int, offset: int, capture_us: int, token: Any, claims: Iterable[Claim] = ()) -> None:
-        """Record one input record of ``partition`` (offsets arrive in increasing order per partition)."""
+    def hold(self, partition: int, offset: int, capture_us: int, token: Any, claims: Iterable[Claim] = (),
+             wall_s: float = 0.0) -> None:
+        """Record one input record of ``partition`` (offsets arrive in increasing order per partition);
+        ``wall_s``: a monotonic wall clock reading when it was handled."""
         q = self._held.setdefault(partition, deque())
-        q.append(_Held(offset, capture_us, token, self._open(claims)))
+        q.append(_Held(offset, capture_us, token, self._open(claims), wall_s))
         if capture_us > self._newest_us.get(partition, -1):
             self._newest_us[partition] = capture_us
 
@@ -81,9 +88,10 @@ class AckTracker:
         cov = self.covered
         return all(end_s <= cov.get(key, -math.inf) for key, end_s in h.claims.items())
 
-    def release(self, partition: int, now_us: int | None = None) -> list[Any]:
+    def release(self, partition: int, now_us: int | None = None, wall_now_s: float | None = None) -> list[Any]:
         """Tokens of the longest releasable prefix of ``partition``, oldest first. ``now_us``: the
-        partition's capture clock (defaults to its newest record held)."""
+        partition's capture clock (defaults to its newest record held); ``wall_now_s``: the wall clock
+        of ``hold`` (None: the wall-time bound is not applied)."""
         q = self._held.get(partition)
         if not q:
             return []
@@ -92,7 +100,8 @@ class AckTracker:
         while q:
             h = q[0]
             if not self._is_covered(h):
-                if now - h.capture_us > self.max_hold_us:
+                if now - h.capture_us > self.max_hold_us and (
+                        wall_now_s is None or wall_now_s - h.wall_s >= self.max_hold_wall_s):
                     self.forced["age"] += 1
                 elif len(q) > self.max_records:
                     self.forced["count"] += 1

@@ -45,6 +45,19 @@ def test_silent_speaker_is_bounded_by_capture_age_and_count() -> None:
     assert t.held(0) == 3 and t.oldest_age_us() == 0
 
 
+def test_in_a_backlog_the_age_bound_also_waits_for_wall_time() -> None:
+    # a catching-up worker: 60 s of capture time handled in 0.1 s of wall time; the STT server has not
+    # answered yet, so nothing is forced out by capture age until max_hold_wall_s has passed too
+    t = AckTracker(max_hold_us=30_000_000, max_hold_wall_s=10.0)
+    for i in range(600):
+        t.hold(0, i, i * 100_000, f"r{i}", [(A, i / 10 + 0.1)], wall_s=100.0 + i / 6000)
+    assert t.release(0, wall_now_s=100.1) == [] and t.forced["age"] == 0
+    t.cover(A, 5.0)  # finals for the first 5 s: those records go, covered
+    assert len(t.release(0, wall_now_s=100.2)) == 50 and t.forced["age"] == 0
+    out = t.release(0, wall_now_s=110.05)  # 10 s of wall time later the capture-age bound applies
+    assert out and t.forced["age"] == len(out)
+
+
 def test_claim_latest_and_revoke() -> None:
     t = AckTracker()
     assert not t.claim_latest(0, [(A, 1.0)])
