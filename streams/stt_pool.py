@@ -107,6 +107,10 @@ class _Session:
     closed: bool = False  # end-of-stream asked for (sent after every pending chunk)
     dead: bool = False  # failed for good: send() drops instead of waiting
     answered: bool = False  # the server sent something on the current connection
+    # set while the writer waits with nothing queued on a live connection: send() then writes a live
+    # chunk itself (no wake-up and task switch per 100 ms chunk); the frame is written to the socket
+    # before any suspension, so the order on the wire is the order of the calls
+    idle: tuple[Any, VoskSession | WhisperLiveSession] | None = None
     last_message: int = 0  # messages received (to tell a quiet server)
 
 
@@ -193,6 +197,12 @@ class SttPool:
         if s.dead:
             return  # failed for good (counted, reported on the call): never block the caller on it
         chunk = _Chunk(np.asarray(pcm, dtype=np.int16), float(start_s), self.sample_rate)
+        if s.idle is not None and not s.pending and not s.closed and behind_s < self.behind_s:
+            ws, vs = s.idle
+            self._retain(s, chunk)
+            with contextlib.suppress(Exception):  # a lost connection: the reader ends, the writer
+                await ws.send(vs.audio_message(chunk.pcm, chunk.start_s))  # reconnects and resends it
+            return
         s.pending.append(chunk)
         secs = chunk.pcm.shape[0] / self.sample_rate
         s.queued_s += secs
@@ -310,9 +320,7 @@ class SttPool:
                 item = take_contiguous(s.pending, self.max_message_samples)
                 if len(s.pending) < self.queue_chunks:
                     s.room.set()
-                s.retained.append(item)
-                while len(s.retained) > 1 and s.retained[-1].end_s - s.retained[0].start_s > self.max_resend_s:
-                    UNRESENDABLE_S.inc(s.retained.popleft().pcm.shape[0] / self.sample_rate)
+                self._retain(s, item)
                 secs = item.pcm.shape[0] / self.sample_rate
                 s.queued_s -= secs
                 self.backlog_s -= secs
@@ -321,8 +329,18 @@ class SttPool:
                 return True
             else:
                 s.wake.clear()
-                await s.wake.wait()
+                s.idle = (ws, vs)
+                try:
+                    await s.wake.wait()
+                finally:
+                    s.idle = None
         return False
+
+    def _retain(self, s: _Session, chunk: _Chunk) -> None:
+        """Keep a sent chunk for a resend until a final result covers it, at most max_resend_s."""
+        s.retained.append(chunk)
+        while len(s.retained) > 1 and s.retained[-1].end_s - s.retained[0].start_s > self.max_resend_s:
+            UNRESENDABLE_S.inc(s.retained.popleft().pcm.shape[0] / self.sample_rate)
 
     async def _quiet_then_close(self, s: _Session, ws: object, reader: asyncio.Task[None]) -> None:
         """WhisperLive: after END_OF_AUDIO, close once the server has been quiet for eof_idle_s."""
