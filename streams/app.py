@@ -268,9 +268,14 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     done_ttl_us = int(max(3 * hold_s, 120.0) * 1e6)
     forced_seen: dict[str, int] = {}
 
+    def ack_input(topic: str, partition: int) -> Any:
+        """The ack tracker's name for an input: the rtp partition number, or the by-source one."""
+        return partition if topic == rtp_topic else (by_source_topic, partition)
+
     def release(partitions: Any = None) -> None:
         for part in (list(partitions) if partitions is not None else acks.partitions()):
-            for ev in acks.release(part, media_now_us(part), time.monotonic()):
+            clock = media_now_us(part if isinstance(part, int) else part[1])
+            for ev in acks.release(part, clock, time.monotonic()):
                 ev.ack()
         for bound, count in acks.forced.items():
             if count > forced_seen.get(bound, 0):
@@ -529,10 +534,10 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 state["media_busy"] = False
                 state["media_idle"] = time.monotonic()
                 msg = event.message
-                if msg.topic == rtp_topic:  # every RTP record, even a bad one, keeps the offset order
-                    acks.hold(msg.partition, msg.offset, media_us.get(msg.partition, 0), event, claims(outs),
-                              time.monotonic())
-                    release([msg.partition])
+                if msg.topic in (rtp_topic, by_source_topic):  # every RTP record, even a bad one, keeps
+                    part = ack_input(msg.topic, msg.partition)  # the offset order of its topic partition
+                    acks.hold(part, msg.offset, media_us.get(msg.partition, 0), event, claims(outs), time.monotonic())
+                    release([part])
                 else:
                     event.ack()
 
@@ -619,8 +624,8 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         for tp in args[0] if args else kwargs.get("revoked", ()):  # never acknowledged here: the new owner reads them again
-            if tp.topic == rtp_topic:
-                acks.revoke(tp.partition)
+            if tp.topic in (rtp_topic, by_source_topic):
+                acks.revoke(ack_input(tp.topic, tp.partition))
 
     @app.task
     async def on_started() -> None:

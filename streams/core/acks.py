@@ -13,7 +13,9 @@ and counted in ``forced``. Both clocks, because in a backlog (a restarted worker
 time runs hundreds of times faster than the STT server answers: by capture time alone every record
 would be released before its final result came back.
 
-Pure: capture time is passed in; tokens are opaque (the Faust event to acknowledge).
+Pure: capture time is passed in; tokens are opaque (the Faust event to acknowledge); a "partition" is any
+hashable naming one ordered input (the worker uses the partition number for the rtp topic and
+``("rtp-by-source", n)`` for the NAT fallback topic).
 """
 from __future__ import annotations
 
@@ -44,8 +46,8 @@ class AckTracker:
     max_hold_wall_s: float = 0.0  # 0: the capture-time bound alone
     covered: dict[Hashable, float] = field(default_factory=dict)
     forced: dict[str, int] = field(default_factory=lambda: {"age": 0, "count": 0})
-    _held: dict[int, deque[_Held]] = field(default_factory=dict)
-    _newest_us: dict[int, int] = field(default_factory=dict)
+    _held: dict[Hashable, deque[_Held]] = field(default_factory=dict)
+    _newest_us: dict[Hashable, int] = field(default_factory=dict)
 
     def cover(self, key: Hashable, upto_s: float) -> None:
         """The speaker's audio before call time ``upto_s`` needs no more STT (never moves back)."""
@@ -63,7 +65,7 @@ class AckTracker:
                 out[key] = end_s
         return out
 
-    def hold(self, partition: int, offset: int, capture_us: int, token: Any, claims: Iterable[Claim] = (),
+    def hold(self, partition: Hashable, offset: int, capture_us: int, token: Any, claims: Iterable[Claim] = (),
              wall_s: float = 0.0) -> None:
         """Record one input record of ``partition`` (offsets arrive in increasing order per partition);
         ``wall_s``: a monotonic wall clock reading when it was handled."""
@@ -72,7 +74,7 @@ class AckTracker:
         if capture_us > self._newest_us.get(partition, -1):
             self._newest_us[partition] = capture_us
 
-    def claim_latest(self, partition: int, claims: Iterable[Claim]) -> bool:
+    def claim_latest(self, partition: Hashable, claims: Iterable[Claim]) -> bool:
         """Audio produced outside a record's handling (a jitter gap released by the clock, pending RTP
         joined by a late binding): add its claims to the newest record held in ``partition``.
         False when none is held (the audio's records were released already)."""
@@ -88,7 +90,7 @@ class AckTracker:
         cov = self.covered
         return all(end_s <= cov.get(key, -math.inf) for key, end_s in h.claims.items())
 
-    def release(self, partition: int, now_us: int | None = None, wall_now_s: float | None = None) -> list[Any]:
+    def release(self, partition: Hashable, now_us: int | None = None, wall_now_s: float | None = None) -> list[Any]:
         """Tokens of the longest releasable prefix of ``partition``, oldest first. ``now_us``: the
         partition's capture clock (defaults to its newest record held); ``wall_now_s``: the wall clock
         of ``hold`` (None: the wall-time bound is not applied)."""
@@ -111,22 +113,22 @@ class AckTracker:
             out.append(h.token)
         return out
 
-    def release_all(self) -> dict[int, list[Any]]:
+    def release_all(self) -> dict[Hashable, list[Any]]:
         """Release every partition as far as it goes (after coverage moved)."""
         return {p: toks for p in list(self._held) if (toks := self.release(p))}
 
-    def revoke(self, partition: int) -> int:
+    def revoke(self, partition: Hashable) -> int:
         """The partition went to another worker: forget its held records (never acknowledged here, so
         the new owner reads them again). Returns how many were dropped."""
         q = self._held.pop(partition, None)
         self._newest_us.pop(partition, None)
         return len(q) if q else 0
 
-    def partitions(self) -> list[int]:
-        """Partitions with records held."""
-        return sorted(p for p, q in self._held.items() if q)
+    def partitions(self) -> list[Hashable]:
+        """Partitions with records held (in the order first seen)."""
+        return [p for p, q in self._held.items() if q]
 
-    def held(self, partition: int | None = None) -> int:
+    def held(self, partition: Hashable | None = None) -> int:
         if partition is not None:
             return len(self._held.get(partition) or ())
         return sum(len(q) for q in self._held.values())
@@ -136,6 +138,6 @@ class AckTracker:
         ages = [self._newest_us.get(p, q[0].capture_us) - q[0].capture_us for p, q in self._held.items() if q]
         return max(ages, default=0)
 
-    def first_held_offset(self, partition: int) -> int | None:
+    def first_held_offset(self, partition: Hashable) -> int | None:
         q = self._held.get(partition)
         return q[0].offset if q else None

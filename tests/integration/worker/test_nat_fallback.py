@@ -94,6 +94,30 @@ def test_callee_behind_nat_caller_words_recovered_by_source(pipeline: Pipeline) 
     assert _metric(pipeline, "spanscribe_rtp_by_source_packets_total") >= n_caller
     assert _metric(pipeline, "spanscribe_rtp_by_source_records_total") > 0
     assert _metric(pipeline, "spanscribe_rtp_unmatched_total") == unmatched0
+    # by-source records are acknowledged like rtp ones (once their audio has its final result or the
+    # speaker's session closed): the group's committed offsets reach the end of the topic
+    deadline = time.monotonic() + 30
+    while (lag := _by_source_lag(pipeline)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not lag, lag
+
+
+def _by_source_lag(p: Pipeline) -> dict[int, int]:
+    """rtp-by-source partitions whose committed offset is behind the end: partition -> records behind."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    group = p.worker.argv[p.worker.argv.index("--app-id") + 1]
+    tps = [TopicPartition(p.topic("rtp-by-source"), i) for i in range(PARTITIONS)]
+    admin = AdminClient({"bootstrap.servers": p.settings["bootstrap_servers"]})  # kept alive for the result
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
+    committed = {tp.partition: tp.offset for tp in res[group].result(timeout=15).topic_partitions}
+    c = Consumer({"bootstrap.servers": p.settings["bootstrap_servers"], "group.id": f"hw-{group}"})
+    try:
+        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+    finally:
+        c.close()
+    return {i: end - max(committed.get(i, 0), 0) for i, end in ends.items() if end > max(committed.get(i, 0), 0)}
 
 
 def test_rtp_matching_neither_tuple_is_counted_once_never_looped(pipeline: Pipeline) -> None:
