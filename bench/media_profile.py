@@ -12,6 +12,7 @@ internal time.
 from __future__ import annotations
 
 import argparse
+import os
 import cProfile
 import pstats
 import sys
@@ -43,7 +44,7 @@ def build(calls: int, seconds: float, partitions: int) -> tuple[list[dict[str, A
 def run(sip: list[dict[str, Any]], rtp: list[tuple[int, dict[str, Any]]], sip_end: list[dict[str, Any]],
         partitions: int) -> tuple[float, int, int]:
     tracker = DialogTracker()
-    joiners = {p: MediaJoiner() for p in range(partitions)}
+    joiners = {p: MediaJoiner(stt_rate=int(os.environ.get("STT_RATE", "16000"))) for p in range(partitions)}
 
     def bindings(recs: list[dict[str, Any]]) -> None:
         for rec in recs:

@@ -185,8 +185,11 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     # One MediaJoiner per rtp partition: a joiner's capture clock ("now": closes + grace, idle ends,
     # pending expiry) must be its own partition's. Partitions are consumed independently, so one shared
     # clock let a partition that ran ahead end the streams of another before their last RTP was read.
+    stt_rate = int((settings.get("stt") or {}).get("sample_rate", 16000))
+
     def new_joiner() -> MediaJoiner:
-        return MediaJoiner(max_pending_s=float(worker.get("pending_s", 120.0)),
+        return MediaJoiner(stt_rate=stt_rate,  # the rate the STT sessions announce (stt.sample_rate)
+                           max_pending_s=float(worker.get("pending_s", 120.0)),
                            max_pending_bytes=int(float(worker.get("pending_mb", 64)) * (1 << 20)) // n,
                            idle_s=float(worker.get("idle_s", 30.0)),
                            nat_fallback=bool(worker.get("nat_fallback", True)))
@@ -334,7 +337,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
                 acks.forget((call_key, speaker))
 
     router = SpeechRouter(stt["urls"], int(stt["max_sessions"]), publish_segment, publish_event,
-                          sample_rate=int(stt.get("sample_rate", 16000)), still_open=speaker_still_open,
+                          sample_rate=stt_rate, still_open=speaker_still_open,
                           save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
                           protocol=str(stt.get("protocol", "vosk")), mark_done=mark_done, was_done=was_done)
     router_lock = asyncio.Lock()  # the media agent, the signalling agent and the timer feed one router
