@@ -12,8 +12,8 @@ internal time.
 from __future__ import annotations
 
 import argparse
-import os
 import cProfile
+import os
 import pstats
 import sys
 import time

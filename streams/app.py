@@ -74,6 +74,11 @@ CAPTURE_TO_STT = histogram(
     "flush time (meaningful live, with edge and centre clocks in sync; add up to one flush interval for "
     "the oldest packet of the batch).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0))
+BINDINGS_ACTIVE = gauge("spanscribe_bindings_active", "Media bindings held by this worker's media join.")
+CONSUMER_LAG = gauge("spanscribe_consumer_lag_records",
+                     "Records not yet handled on this worker's partitions (high watermark minus the next offset "
+                     "to handle), by topic; a partition counts once this worker has handled a record of it.",
+                     ("topic",))
 LAG_S = gauge("spanscribe_capture_to_process_seconds",
               "Wall time minus capture time of the last RTP batch handled (real-time lag).")
 HELD = gauge("spanscribe_rtp_held_records",
@@ -362,6 +367,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     rtp_topic = topic_name(settings, "rtp")
     by_source_topic = topic_name(settings, "rtp-by-source")
     sip_topic = topic_name(settings, "sip")
+    handled: dict[TP, int] = {}  # input partition -> offset of the last record handled here (lag metric)
     sip_pos: dict[TP, tuple[int, int]] = {}  # sip partition -> (offset, capture time) last handled here
     sip_wait_s = float(worker.get("sip_wait_s", 5.0))
 
@@ -461,6 +467,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     async def signalling(stream: Any) -> None:
         async for event in stream.events():
             RECORDS.labels(agent="signalling").inc()
+            handled[TP(event.message.topic, event.message.partition)] = event.message.offset
             msg = event.message
             tp = TP(msg.topic, msg.partition)
             ts_us = sip_pos.get(tp, (-1, -1))[1]
@@ -491,6 +498,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
         # ack tracker, in offset order, once its audio is covered by final results
         async for event in stream.noack().events():
             RECORDS.labels(agent="media").inc()
+            handled[TP(event.message.topic, event.message.partition)] = event.message.offset
             state["media_busy"] = True
             outs: list[Any] = []
             try:
@@ -548,6 +556,7 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
     async def assemble(stream: Any) -> None:
         async for event in stream.events():
             RECORDS.labels(agent="assembler").inc()
+            handled[TP(event.message.topic, event.message.partition)] = event.message.offset
             try:
                 rec = decode(event)
                 if rec is None:
@@ -592,6 +601,20 @@ def build_app(settings: Mapping[str, Any], app_id: str = "spanscribe", data_dir:
             exported[name] = value
         STREAMS_ACTIVE.set(sum(len(j.streams) for j in joiners.values()))
         PENDING.set(sum(j.pending_packets for j in joiners.values()))
+        BINDINGS_ACTIVE.set(sum(len(lst) for j in joiners.values() for lst in j.index.store.values()))
+        lag: dict[str, int] = {}
+        for tp in app.consumer.assignment():
+            if tp not in handled or "-changelog" in tp.topic:
+                continue
+            try:
+                hw = app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                continue
+            if hw is not None:
+                name = tp.topic.removeprefix(f"{settings['topic_prefix']}.")
+                lag[name] = lag.get(name, 0) + max(int(hw) - handled[tp] - 1, 0)
+        for name, value in lag.items():
+            CONSUMER_LAG.labels(topic=name).set(value)
 
     @app.timer(interval=1.0)
     async def tick() -> None:

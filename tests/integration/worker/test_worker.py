@@ -55,6 +55,20 @@ def test_call_in_transcript_out(pipeline: Pipeline) -> None:
         assert (s["packets"], s["lost"], s["duplicates"], s["codec"]) == (n, 0, 0, "PCMU"), s
         assert abs(s["audio_s"] - n * 0.02) < 0.05, s
     assert doc["start_us"] == call.start_us and doc["end_us"] == call.bye_us
+    # operate: the worker says how far behind it is, per input topic (nothing left: 0)
+    import re
+    import time
+
+    deadline = time.monotonic() + 10
+    lag: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        lag = {t: float(v) for t, v in
+               re.findall(r'^spanscribe_consumer_lag_records\{topic="([^"]+)"\} ([0-9.e+]+)$', pipeline.metrics(), re.M)}
+        if {"rtp", "sip"} <= set(lag) and lag["rtp"] == 0 and lag["sip"] == 0:
+            break
+        time.sleep(0.5)
+    assert {"rtp", "sip"} <= set(lag) and lag["rtp"] == 0 and lag["sip"] == 0, lag
+    assert "spanscribe_bindings_active " in pipeline.metrics()
 
 
 def test_rtp_before_sip(pipeline: Pipeline) -> None:
