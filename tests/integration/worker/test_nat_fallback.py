@@ -64,7 +64,14 @@ def test_callee_behind_nat_caller_words_recovered_by_source(pipeline: Pipeline) 
     n_caller = sum(1 for p in pkts if p[1] == call.stream_key("caller"))
     fallback0 = _metric(pipeline, "spanscribe_rtp_nat_fallback_packets_total")
     unmatched0 = _metric(pipeline, "spanscribe_rtp_unmatched_total")
-    pipeline.send_call(call)
+    # The signalling first, and its two bindings applied, then the media: this module's pending window
+    # is 2 s of capture time and the call's 10 s of RTP arrive at once, so RTP read before its INVITE
+    # (records of different partitions race in the fetch) would be 2 s "old" at once and go by source.
+    # At real-time pace, or with the default 120 s window, that race costs nothing.
+    bindings0 = _metric(pipeline, "spanscribe_bindings_active")
+    pipeline.send_call(call, to_s=0.0)
+    _wait_metric(pipeline, "spanscribe_bindings_active", lambda v: v >= bindings0 + 2)
+    pipeline.send_call(call, from_s=0.0)
 
     # The first document comes when the callee-side streams have ended; the by-source stream lags by the
     # pending window and its end re-emits the document (compacted topic: the latest wins). Wait for it.
