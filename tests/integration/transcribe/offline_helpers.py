@@ -313,3 +313,11 @@ def stt_server(log_dir: Path, max_sessions: int = 4, threads: int = 2, ready_s: 
     with running_server(args, log_path=log_dir / f"stt-server-{time.monotonic_ns()}.log",
                         ready_timeout_s=ready_s) as (_proc, url):
         yield url
+
+
+def capture_case(request: Any, example_expected: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """(capture, expected transcript) of a fixture parametrised over "example" (the bundled call) and
+    "calls3" (three calls made by examples/make_example.py)."""
+    if request.param == "example":
+        return EXAMPLE_PCAP, example_expected
+    return request.getfixturevalue("calls3")  # type: ignore[no-any-return]

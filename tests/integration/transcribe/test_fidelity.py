@@ -31,10 +31,7 @@ def test_ulaw_reference_table_is_the_standard_one(ox: ModuleType) -> None:
 def case(request: pytest.FixtureRequest, ox: ModuleType, example_expected: dict[str, Any],
          tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Runs transcribe --no-stt at 8 kHz and at 16 kHz on one capture; the clean RTP by destination."""
-    if request.param == "example":
-        pcap, expected = ox.EXAMPLE_PCAP, example_expected
-    else:
-        pcap, expected = request.getfixturevalue("calls3")
+    pcap, expected = ox.capture_case(request, example_expected)
     out8 = tmp_path_factory.mktemp(f"{request.param}-8k")
     out16 = tmp_path_factory.mktemp(f"{request.param}-16k")
     for out, extra in ((out8, ["--wav-rate", "8000"]), (out16, [])):

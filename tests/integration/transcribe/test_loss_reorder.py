@@ -25,10 +25,7 @@ LOSS = REORDER = 0.05
 @pytest.fixture(scope="module", params=["example", "calls3"])
 def lossy(request: pytest.FixtureRequest, ox: ModuleType, example_expected: dict[str, Any],
           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    if request.param == "example":
-        pcap, expected = ox.EXAMPLE_PCAP, example_expected
-    else:
-        pcap, expected = request.getfixturevalue("calls3")
+    pcap, expected = ox.capture_case(request, example_expected)
     tmp = tmp_path_factory.mktemp(f"lossy-{request.param}")
     bad = tmp / "lossy.pcap"
     deg = ox.degrade(pcap, bad, LOSS, REORDER, SEED)

@@ -18,14 +18,19 @@ one worker can serve a whole test module without a later call looking "old" to i
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from schemas.rtp_columns import pack_stream
 from spanscribe.partitioning import partition_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples"))
+from make_example import mulaw_encode  # noqa: E402 - the example capture's own G.711 encoder
 
 RATE = 8000
 PTIME_US = 20_000
@@ -46,16 +51,6 @@ def _ended(us: int) -> None:
     _clock_us = max(_clock_us, us)
 
 
-def _mulaw(pcm: np.ndarray) -> np.ndarray:
-    """G.711 mu-law (same algorithm as examples/make_example.py)."""
-    x = pcm.astype(np.int32) >> 2
-    sign = np.where(x < 0, 0x00, 0x80)
-    mag = np.minimum(np.where(x < 0, -x, x), 8158) + 0x21
-    seg = np.zeros_like(mag)
-    for i, edge in enumerate((0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)):
-        seg = np.where((mag > edge) & (seg == i), i + 1, seg)
-    mant = (mag >> (seg + 1)) & 0x0F
-    return ((sign | (seg << 4) | mant) ^ 0x7F).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -209,7 +204,7 @@ class Call:
         # offer's capture time: RTP still in flight to the old port after it would be unmatched)
         switch_us = self.reinvite_us
         for speaker in ("caller", "callee"):
-            codes = _mulaw(self.channel(speaker)).tobytes()
+            codes = mulaw_encode(self.channel(speaker)).tobytes()
             off = 0 if speaker == "caller" else 7_000
             for n in range(self.n_packets):
                 t = self.media0_us + off + n * PTIME_US

@@ -267,10 +267,14 @@ def test_idle_stream_ends() -> None:
 # -- real captures --------------------------------------------------------------------------------
 def _pipeline(path: Any) -> tuple[list[Any], MediaJoiner]:
     """Dialog tracker + joiner over a capture, records interleaved by capture time like the topics."""
+    return _join(sip_records(path), batches(rtp_packets(path)), expire=True)
+
+
+def _join(sips: list[dict[str, Any]], rtps: list[dict[str, Any]], expire: bool) -> tuple[list[Any], MediaJoiner]:
+    """SIP through a DialogTracker and RTP batches through one MediaJoiner in capture-time order (the
+    joiner's clock advanced after each record with ``expire``), then everything flushed."""
     t = DialogTracker()
     j = MediaJoiner()
-    sips = sip_records(path)
-    rtps = batches(rtp_packets(path))
     items = [(r["capture_ts_us"], 0, r) for r in sips] + [(b["flush_ts_us"], 1, b) for b in rtps]
     items.sort(key=lambda x: (x[0], x[1]))
     out: list[Any] = []
@@ -281,7 +285,8 @@ def _pipeline(path: Any) -> tuple[list[Any], MediaJoiner]:
                     out += j.on_binding(o.value)
         else:
             out += j.on_rtp_batch(rec)
-        out += j.expire(ts)
+        if expire:
+            out += j.expire(ts)
     out += j.flush_all()
     return out, j
 
@@ -346,20 +351,7 @@ def test_capture_audio_independent_of_batching(capture: Any, name: str) -> None:
     pk = rtp_packets(path)
 
     def run(flush_us: int) -> dict[tuple[str, str], np.ndarray]:
-        t = DialogTracker()
-        j = MediaJoiner()
-        items = [(r["capture_ts_us"], 0, r) for r in sips] + [(b["flush_ts_us"], 1, b)
-                                                               for b in batches(pk, flush_us=flush_us)]
-        items.sort(key=lambda x: (x[0], x[1]))
-        out: list[Any] = []
-        for _, kind, rec in items:
-            if kind == 0:
-                for o in t.on_sip(rec):
-                    if isinstance(o, BindingOut):
-                        out += j.on_binding(o.value)
-            else:
-                out += j.on_rtp_batch(rec)
-        out += j.flush_all()
+        out, _ = _join(sips, batches(pk, flush_us=flush_us), expire=False)
         res: dict[tuple[str, str], list[np.ndarray]] = {}
         for c in chunks(out):
             res.setdefault((c.call_id, c.speaker), []).append(c.pcm)
